@@ -1,0 +1,1 @@
+"""The `asylo` command line."""

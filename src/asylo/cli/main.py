@@ -1,0 +1,36 @@
+"""`asylo`: build, sign and inspect enclave images, and run the quickstart.
+
+Each command lives in its own module; this one only assembles the group.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from asylo import __version__
+from asylo.cli.image_commands import build, inspect, keygen
+from asylo.cli.quickstart import quickstart
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="asylo")
+@click.option("-v", "--verbose", count=True, help="Log more (-v: info, -vv: debug).")
+def cli(verbose: int) -> None:
+    """pyasylo: enclave applications in Python, with enclaves that run in-process (sim) or on another machine.
+
+    Start with `asylo quickstart --message "Asylo Rocks"`.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+cli.add_command(keygen)
+cli.add_command(build)
+cli.add_command(inspect)
+cli.add_command(quickstart)
+
+
+def main() -> None:
+    cli()

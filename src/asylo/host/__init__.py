@@ -1,0 +1,1 @@
+"""The untrusted side: load enclaves, call them, serve their host calls."""

@@ -1,0 +1,116 @@
+"""The host's exit-call registry: the handlers an enclave reaches with host calls.
+
+Built in: log (into this process's `logging`), write to standard output, and the host's time. Applications add named
+handlers (`registry.register("name", fn)`, reached from the enclave with `self.host.call("name", *args)`) and raw
+selector handlers. A handler that raises sends its error back into the enclave as a status; it never crashes the
+host, and an enclave asking for a handler that does not exist gets NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import overload
+
+from asylo.primitives import selectors
+from asylo.primitives.extents import MessageReader, MessageWriter
+from asylo.primitives.matching import Handler
+from asylo.status import InvalidArgumentError, NotFoundError
+
+#: A named handler: takes the bytes arguments the enclave passed, returns bytes (or None for b"").
+NamedHandler = Callable[..., bytes | bytearray | memoryview | None]
+#: A selector handler: takes the call's extents, returns the answer's extents (or None for none).
+SelectorHandler = Callable[[list[bytes]], Sequence[bytes] | None]
+
+#: Longest log message or stdout write taken from an enclave; longer ones are cut, and say so.
+MAX_TEXT = 1 << 20
+
+
+class ExitCallRegistry:
+    """Named and selector exit handlers, shared by every enclave loaded with this registry."""
+
+    def __init__(self) -> None:
+        self._named: dict[str, NamedHandler] = {}
+        self._selectors: dict[int, SelectorHandler] = {}
+        self._lock = threading.Lock()
+
+    @overload
+    def register(self, name: str, handler: NamedHandler, /) -> NamedHandler: ...
+    @overload
+    def register(self, name: str, /) -> Callable[[NamedHandler], NamedHandler]: ...
+    def register(self, name: str, handler: NamedHandler | None = None, /) -> object:
+        """Register `handler` under `name`; without a handler, return a decorator that registers the function."""
+        if not name or len(name.encode("utf-8")) > 256:
+            raise ValueError(f"handler names are 1..256 bytes, got {name!r}")
+
+        def add(func: NamedHandler) -> NamedHandler:
+            with self._lock:
+                self._named[name] = func
+            return func
+
+        return add if handler is None else add(handler)
+
+    def register_selector(self, selector: int, handler: SelectorHandler) -> None:
+        """Register a raw handler for user exit selector `selector` (256 and up)."""
+        selectors.check_user_selector(selector)
+        with self._lock:
+            self._selectors[selector] = handler
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._named.pop(name, None)
+
+    def handler_for(self, enclave_name: str) -> Handler:
+        """The function that serves exit calls of the enclave named `enclave_name`."""
+        logger = logging.getLogger(f"asylo.enclave.{enclave_name}")
+
+        def handle(selector: int, extents: Sequence[bytes]) -> list[bytes]:
+            if selector == selectors.EXIT_CALL_NAMED:
+                return self._call_named(extents)
+            if selector == selectors.EXIT_LOG:
+                reader = MessageReader(extents)
+                level, message = reader.next_i64(), _text(reader.next())
+                reader.expect_end()
+                logger.log(min(max(level, logging.DEBUG), logging.CRITICAL), "%s", message)
+                return []
+            if selector == selectors.EXIT_WRITE_STDOUT:
+                reader = MessageReader(extents)
+                text = _text(reader.next())
+                reader.expect_end()
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                return []
+            if selector == selectors.EXIT_HOST_TIME:
+                MessageReader(extents).expect_end()
+                return MessageWriter().push_i64(time.time_ns()).extents()
+            with self._lock:
+                handler = self._selectors.get(selector)
+            if handler is None:
+                raise NotFoundError(f"the host has no exit handler for selector {selector}")
+            result = handler(list(extents))
+            return [] if result is None else [bytes(e) for e in result]
+
+        return handle
+
+    def _call_named(self, extents: Sequence[bytes]) -> list[bytes]:
+        reader = MessageReader(extents)
+        name = reader.next_str()
+        with self._lock:
+            handler = self._named.get(name)
+        if handler is None:
+            raise NotFoundError(f"the host has no exit handler named {name!r}")
+        result = handler(*reader.rest())
+        if result is None:
+            return [b""]
+        if not isinstance(result, bytes | bytearray | memoryview):
+            raise InvalidArgumentError(f"exit handler {name!r} must return bytes or None, it returned "
+                                       f"{type(result).__name__}")
+        return [bytes(result)]
+
+
+def _text(raw: bytes) -> str:
+    text = raw[:MAX_TEXT].decode("utf-8", errors="replace")
+    return text if len(raw) <= MAX_TEXT else text + f"... [{len(raw) - MAX_TEXT} bytes cut]"

@@ -1,0 +1,297 @@
+"""Thread matching: the calls of one host thread run on one enclave thread, and its exit calls come back to it.
+
+This is Asylo's core idea, and what makes a remote enclave behave like a local one. Each host thread that enters the
+enclave gets its own enclave worker thread, for as long as the host thread lives. While the host thread waits for its
+entry call, it serves the exit calls that its worker makes; while the worker waits for an exit call, it serves the
+entry calls that the host thread makes from inside the exit handler. So thread-local state stays with its thread on both
+sides, and re-entrancy works at any depth: nested calls finish before the calls around them (a stack), so the answer a
+waiting thread receives is always the one to its innermost call.
+
+Both sides run the same loop (`_wait_for_result`). The transport between them is a plain function that delivers a
+message to the other side: a direct hand-over in-process (the sim backend) or a frame on a gRPC stream (the remote
+backend). This module imports no gRPC and opens no sockets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from asylo.status import (
+    AsyloError,
+    EnclaveUnavailable,
+    FailedPreconditionError,
+    InternalError,
+    ResourceExhaustedError,
+    Status,
+)
+
+_log = logging.getLogger(__name__)
+
+#: Enclave worker threads at most: one per live host thread that has entered the enclave. Each costs a thread and its
+#: stack, so a host that spawns threads without bound must not be able to make the enclave side do the same.
+DEFAULT_MAX_THREADS = 1024
+
+
+@dataclass(frozen=True)
+class Call:
+    """An entry call (host -> enclave) or an exit call (enclave -> host). `thread` is the host thread's key."""
+
+    call_id: int
+    thread: int
+    selector: int
+    extents: Sequence[bytes]
+
+
+@dataclass(frozen=True)
+class Result:
+    """The answer to exactly one Call: the same call_id and thread; extents only when status is OK."""
+
+    call_id: int
+    thread: int
+    status: Status
+    extents: Sequence[bytes] = ()
+
+
+@dataclass(frozen=True)
+class ThreadGone:
+    """The host thread with this key has ended: its enclave worker can stop."""
+
+    thread: int
+
+
+@dataclass(frozen=True)
+class _Closed:
+    status: Status
+
+
+Message = Call | Result | ThreadGone
+Send = Callable[[Message], None]
+Handler = Callable[[int, Sequence[bytes]], list[bytes]]
+
+
+def _serve(call: Call, handler: Handler, send: Send) -> None:
+    """Run one incoming call and send its Result; any exception becomes the Result's status, never a crash."""
+    try:
+        extents = handler(call.selector, call.extents)
+        result = Result(call.call_id, call.thread, Status(), extents)
+    except AsyloError as exc:
+        result = Result(call.call_id, call.thread, exc.status)
+    except Exception as exc:
+        _log.debug("call %d (selector %d) failed", call.call_id, call.selector, exc_info=True)
+        result = Result(call.call_id, call.thread, Status.from_exception(exc))
+    send(result)
+
+
+def _wait_for_result(inbox: queue.SimpleQueue[Call | Result | _Closed], call_id: int, handler: Handler,
+                     send: Send) -> list[bytes]:
+    """Block until the Result for `call_id` arrives, serving the calls that reach this thread meanwhile."""
+    while True:
+        message = inbox.get()
+        if isinstance(message, Call):
+            _serve(message, handler, send)
+        elif isinstance(message, Result):
+            if message.call_id != call_id:
+                # Nested calls finish first, so any other id means the peer broke the protocol.
+                raise InternalError(f"protocol error: expected the result of call {call_id}, got call "
+                                    f"{message.call_id}")
+            message.status.raise_for_status()
+            return list(message.extents)
+        else:
+            inbox.put(message)  # keep the close visible to outer waits on this thread
+            raise EnclaveUnavailable(message.status.message)
+
+
+@dataclass
+class _HostThreadSlot:
+    key: int
+    inbox: queue.SimpleQueue[Call | Result | _Closed] = field(default_factory=queue.SimpleQueue)
+
+
+class HostThreads:
+    """The host side: makes entry calls on the calling thread and serves exit calls on it.
+
+    `send` delivers a message to the enclave side; the transport calls `deliver` with what comes back.
+    `exit_handler(selector, extents)` runs an exit call.
+    """
+
+    _keys = itertools.count(1)
+
+    def __init__(self, send: Send, exit_handler: Handler) -> None:
+        self._send = send
+        self._exit_handler = exit_handler
+        self._local = threading.local()
+        # Inboxes only: the slot itself must stay reachable from its thread's locals alone, so that it is collected
+        # (and the enclave told) when the thread ends.
+        self._inboxes: dict[int, queue.SimpleQueue[Call | Result | _Closed]] = {}
+        self._lock = threading.Lock()
+        self._closed: Status | None = None
+        self._call_ids = itertools.count(1)
+
+    def _slot(self) -> _HostThreadSlot:
+        slot: _HostThreadSlot | None = getattr(self._local, "slot", None)
+        if slot is None:
+            slot = _HostThreadSlot(next(self._keys))
+            with self._lock:
+                self._inboxes[slot.key] = slot.inbox
+            self._local.slot = slot
+            # The slot lives in this thread's locals, so it is collected when the thread ends: tell the enclave.
+            weakref.finalize(slot, self._thread_gone, slot.key)
+        return slot
+
+    def _thread_gone(self, key: int) -> None:
+        with self._lock:
+            self._inboxes.pop(key, None)
+            closed = self._closed is not None
+        if not closed:
+            try:
+                self._send(ThreadGone(key))
+            except Exception:  # the transport may be gone already; the worker then goes with it
+                _log.debug("could not report the end of host thread %d", key, exc_info=True)
+
+    def enter(self, selector: int, extents: Sequence[bytes]) -> list[bytes]:
+        """Make an entry call from this thread and wait for it, serving its exit calls meanwhile."""
+        if self._closed is not None:
+            raise EnclaveUnavailable(self._closed.message)
+        slot = self._slot()
+        call_id = next(self._call_ids)
+        self._send(Call(call_id, slot.key, selector, list(extents)))
+        return _wait_for_result(slot.inbox, call_id, self._exit_handler, self._send)
+
+    def deliver(self, message: Call | Result) -> None:
+        """Route a message from the enclave to the host thread it belongs to."""
+        with self._lock:
+            inbox = self._inboxes.get(message.thread)
+        if inbox is None:
+            raise InternalError(f"protocol error: message for unknown host thread {message.thread}")
+        inbox.put(message)
+
+    def close(self, reason: str) -> None:
+        """Fail every waiting and every later call with EnclaveUnavailable(reason)."""
+        with self._lock:
+            if self._closed is None:
+                self._closed = Status(EnclaveUnavailable.code, reason)
+            inboxes = list(self._inboxes.values())
+            closed = _Closed(self._closed)
+        for inbox in inboxes:
+            inbox.put(closed)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+
+@dataclass
+class _Worker:
+    key: int
+    thread: threading.Thread | None = None
+    inbox: queue.SimpleQueue[Call | Result | _Closed] = field(default_factory=queue.SimpleQueue)
+
+
+class EnclaveThreads:
+    """The enclave side: one worker thread per host thread; runs entry calls and makes exit calls.
+
+    `send` delivers a message to the host side; the transport calls `deliver` with what the host sends.
+    `entry_handler(selector, extents)` runs an entry call (the trusted runtime's `enter`).
+    """
+
+    def __init__(self, send: Send, entry_handler: Handler, *, name: str = "enclave",
+                 max_threads: int = DEFAULT_MAX_THREADS) -> None:
+        self._send = send
+        self._entry_handler = entry_handler
+        self._name = name
+        self._max_threads = max_threads
+        self._workers: dict[int, _Worker] = {}
+        self._lock = threading.Lock()
+        self._current = threading.local()
+        self._call_ids = itertools.count(1)
+        self._closed: Status | None = None
+
+    def deliver(self, message: Message) -> None:
+        """Route a message from the host: a Call may start a worker, a Result wakes the worker waiting for it."""
+        if isinstance(message, ThreadGone):
+            self._retire(message.thread)
+            return
+        refusal: Status | None = None
+        with self._lock:
+            worker = self._workers.get(message.thread)
+            if self._closed is not None:
+                refusal = self._closed
+            elif worker is None and isinstance(message, Call):
+                if len(self._workers) >= self._max_threads:
+                    # Refused, not queued: the host thread gets a clear error instead of waiting forever.
+                    refusal = Status(ResourceExhaustedError.code, f"enclave {self._name!r} already serves "
+                                     f"{self._max_threads} host threads (max_threads)")
+                else:
+                    worker = self._start_worker(message.thread)
+        if refusal is not None:
+            if isinstance(message, Call):
+                self._send(Result(message.call_id, message.thread, refusal))
+            return
+        if worker is None:
+            raise InternalError(f"protocol error: result for host thread {message.thread}, which has no call "
+                                f"in the enclave")
+        worker.inbox.put(message)
+
+    def _start_worker(self, key: int) -> _Worker:
+        worker = _Worker(key)
+        worker.thread = threading.Thread(target=self._run_worker, args=(worker,), daemon=True,
+                                         name=f"{self._name}-worker-{key}")
+        self._workers[key] = worker
+        worker.thread.start()
+        return worker
+
+    def _retire(self, key: int) -> None:
+        with self._lock:
+            worker = self._workers.pop(key, None)
+        if worker is not None:
+            worker.inbox.put(_Closed(Status(EnclaveUnavailable.code, "host thread ended")))
+
+    def _run_worker(self, worker: _Worker) -> None:
+        self._current.worker = worker
+        while True:
+            message = worker.inbox.get()
+            if isinstance(message, _Closed):
+                return
+            if isinstance(message, Result):
+                _log.warning("enclave %r: dropped a result for call %d that no one waits for", self._name,
+                             message.call_id)
+                continue
+            _serve(message, self._entry_handler, self._send)
+
+    def exit_call(self, selector: int, extents: Sequence[bytes]) -> list[bytes]:
+        """Make an exit call from the current worker thread to the host thread it serves (ExitCallPort)."""
+        worker: _Worker | None = getattr(self._current, "worker", None)
+        if worker is None:
+            raise FailedPreconditionError("host calls can only be made from an enclave thread that is serving an "
+                                          "entry call (not from a thread the enclave started itself)")
+        if self._closed is not None:
+            raise EnclaveUnavailable(self._closed.message)
+        call_id = next(self._call_ids)
+        self._send(Call(call_id, worker.key, selector, list(extents)))
+        return _wait_for_result(worker.inbox, call_id, self._entry_handler, self._send)
+
+    def close(self, reason: str, *, join_timeout: float = 5.0) -> None:
+        """Stop every worker: waiting exit calls fail with EnclaveUnavailable, idle workers end."""
+        with self._lock:
+            if self._closed is None:
+                self._closed = Status(EnclaveUnavailable.code, reason)
+            workers = list(self._workers.values())
+            self._workers.clear()
+            closed = _Closed(self._closed)
+        for worker in workers:
+            worker.inbox.put(closed)
+        current = threading.current_thread()
+        for worker in workers:
+            if worker.thread is not None and worker.thread is not current:
+                worker.thread.join(join_timeout)
+
+    @property
+    def thread_count(self) -> int:
+        with self._lock:
+            return len(self._workers)

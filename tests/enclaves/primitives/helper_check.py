@@ -1,0 +1,3 @@
+"""Imported by nothing on the host: proves enclave modules come from the image."""
+
+ORIGIN = "image"
