@@ -23,14 +23,21 @@ from asylo.primitives.matching import (
     Message,
     Result,
 )
-from asylo.status import FailedPreconditionError, InvalidArgumentError
+from asylo.status import AsyloError, FailedPreconditionError, InternalError, InvalidArgumentError
 
 _log = logging.getLogger(__name__)
 
 
 def start_runtime(image: VerifiedImage, modules: ImageModules, host: object) -> EnclaveRuntime:
     """Import the image's entry point and start its runtime with `host` as the exit-call port."""
-    entry_class = modules.load_attribute(image.manifest.entry_point)
+    try:
+        entry_class = modules.load_attribute(image.manifest.entry_point)
+    except AsyloError:
+        raise
+    except Exception as exc:
+        # The enclave's own code failed while being imported: its error, reported like any enclave error.
+        raise InternalError(f"enclave {image.manifest.name!r} failed to load its entry point "
+                            f"{image.manifest.entry_point!r}: {type(exc).__name__}: {exc}") from exc
     factory: RuntimeFactory | None = getattr(entry_class, "enclave_runtime", None)
     if not isinstance(entry_class, type) or factory is None or not callable(factory):
         raise InvalidArgumentError(f"entry point {image.manifest.entry_point!r} is not a TrustedApplication "
