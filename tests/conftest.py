@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import asylo
-from asylo.image import build_image, generate_signing_key, load_image
+from asylo.image import build_image, generate_signing_key, load_image, write_image
 
 ENCLAVES = Path(__file__).parent / "enclaves"
 QUICKSTART = Path(__file__).parent.parent / "examples" / "quickstart" / "enclave"
@@ -62,27 +63,73 @@ def manager() -> Iterator[asylo.EnclaveManager]:
     manager.shutdown()
 
 
+@pytest.fixture(scope="session")
+def primitives_image_file(tmp_path_factory: pytest.TempPathFactory, signing_key: Ed25519PrivateKey) -> Path:
+    path = tmp_path_factory.mktemp("images") / "primitives.aimg"
+    write_image(path, build_image(ENCLAVES / "primitives", signing_key))
+    return path
+
+
+@pytest.fixture
+def backend() -> str:
+    """Which backend `load_primitives` uses; test modules that run on both parametrize this."""
+    return "sim"
+
+
 @pytest.fixture
 def load_primitives(
-    manager: asylo.EnclaveManager, primitives_image: asylo.VerifiedImage
+    manager: asylo.EnclaveManager, primitives_image: asylo.VerifiedImage, primitives_image_file: Path, backend: str
 ) -> Callable[..., asylo.EnclaveClient]:
     def load(name: str = "primitives", exit_calls: asylo.ExitCallRegistry | None = None,
-             **sim: object) -> asylo.EnclaveClient:
-        config = asylo.EnclaveLoadConfig(name, sim=asylo.SimLoadConfig(primitives_image, **sim),  # type: ignore[arg-type]
-                                         exit_calls=exit_calls or asylo.ExitCallRegistry())
+             **options: object) -> asylo.EnclaveClient:
+        registry = exit_calls or asylo.ExitCallRegistry()
+        if backend == "sim":
+            config = asylo.EnclaveLoadConfig(name, sim=asylo.SimLoadConfig(primitives_image, **options),  # type: ignore[arg-type]
+                                             exit_calls=registry)
+        else:
+            remote = asylo.RemoteLoadConfig(primitives_image_file, **options)  # type: ignore[arg-type]
+            config = asylo.EnclaveLoadConfig(name, remote=remote, exit_calls=registry)
         return manager.load_enclave(config)
 
     return load
 
 
 @pytest.fixture(autouse=True)
-def no_leftover_enclave_threads() -> Iterator[None]:
-    """Every enclave worker a test started has ended by the time it is over (its manager shut down)."""
+def nothing_left_behind() -> Iterator[None]:
+    """Every enclave thread, connection thread and proxy process a test started has ended when it is over."""
     yield
-    for thread in enclave_worker_threads():
-        thread.join(timeout=5)
-    assert not enclave_worker_threads(), f"enclave worker threads left running: {enclave_worker_threads()}"
+    deadline = time.monotonic() + 10
+    while (leftover_threads() or child_processes()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not leftover_threads(), f"threads left running: {leftover_threads()}"
+    assert not child_processes(), f"child processes left behind: {child_processes()}"
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Whether `predicate` holds within `timeout` (for what a remote peer tells us asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def enclave_worker_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if "-worker-" in t.name]
+
+
+def leftover_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "-worker-" in t.name or t.name.startswith(("asylo-remote-",
+                                                                                              "asylo-proxy-"))]
+
+
+def child_processes() -> list[int]:
+    """Live or unreaped children of this process (from /proc; empty where there is none)."""
+    children: list[int] = []
+    for task in Path("/proc/self/task").glob("*/children"):
+        try:
+            children += [int(pid) for pid in task.read_text().split()]
+        except OSError:
+            continue
+    return children

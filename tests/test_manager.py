@@ -41,7 +41,7 @@ def test_bad_enclave_names(primitives_image: asylo.VerifiedImage, name: str) -> 
 
 
 def test_backend_required() -> None:
-    with pytest.raises(ValueError, match="no backend given"):
+    with pytest.raises(ValueError, match="give exactly one backend"):
         asylo.EnclaveLoadConfig("nothing")
 
 

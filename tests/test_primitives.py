@@ -12,9 +12,15 @@ import pytest
 
 import asylo
 from asylo.primitives import selectors
-from tests.conftest import enclave_worker_threads, from_u64, u64
+from tests.conftest import enclave_worker_threads, eventually, from_u64, u64
 
 Load = Callable[..., asylo.EnclaveClient]
+
+
+@pytest.fixture(params=["sim", "remote"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every scenario runs in-process and through a real proxy process over loopback gRPC."""
+    return str(request.param)
 
 
 def test_unknown_selector_is_not_found(load_primitives: Load) -> None:
@@ -63,7 +69,7 @@ def test_abort(manager: asylo.EnclaveManager, load_primitives: Load) -> None:
     client = load_primitives()
     with pytest.raises(asylo.AbortedError, match="the test asked for it"):
         client.call("abort")
-    assert client.closed
+    assert eventually(lambda: client.closed)  # remote: the proxy's goodbye follows the aborting result
     with pytest.raises(asylo.EnclaveUnavailable, match="aborted: the test asked for it"):
         client.call("echo", b"x")
     # Destroying an aborted enclave skips the finalize it can no longer run, and still unloads it.
@@ -129,6 +135,7 @@ def test_thread_local_state_per_host_thread(load_primitives: Load) -> None:
     assert len(enclave_threads) == 64
 
 
+@pytest.mark.parametrize("backend", ["sim"])
 def test_enclave_thread_ends_with_its_host_thread(load_primitives: Load) -> None:
     client = load_primitives()  # loading ran initialize on this thread: it has an enclave thread already
     before = set(enclave_worker_threads())
@@ -218,6 +225,7 @@ def test_enclave_code_comes_from_the_image(load_primitives: Load) -> None:
     assert client.call("origin") == b"image"
 
 
+@pytest.mark.parametrize("backend", ["sim"])
 def test_worker_thread_limit(load_primitives: Load) -> None:
     client = load_primitives(max_threads=2)  # this thread holds one enclave thread already (it ran initialize)
     held = threading.Event()

@@ -8,7 +8,9 @@ The untrusted side loads an enclave and calls it:
     output = client.enter_and_run(asylo.EnclaveInput(data=b"..."))
     manager.destroy_enclave(client)
 
-The trusted side (the enclave's code) subclasses `asylo.trusted.TrustedApplication`.
+`remote=asylo.RemoteLoadConfig("demo.aimg")` instead of `sim=...` runs the enclave in a proxy process reached
+over gRPC (local provisioning by default). The trusted side (the enclave's code) subclasses
+`asylo.trusted.TrustedApplication`.
 """
 
 from asylo.host.client import EnclaveClient
@@ -18,6 +20,15 @@ from asylo.host.manager import EnclaveManager, EnclaveManagerOptions
 from asylo.image import ImageError, Manifest, VerifiedImage, load_image
 from asylo.primitives.extents import MessageReader, MessageWriter
 from asylo.proto.enclave_pb2 import EnclaveConfig, EnclaveFinal, EnclaveInput, EnclaveOutput
+from asylo.remote import (
+    ClientCredentials,
+    DirectProvision,
+    LocalProvision,
+    RemoteLoadConfig,
+    RemoteProvision,
+    RemoteProxyClientConfig,
+    ServerCredentials,
+)
 from asylo.status import (
     AbortedError,
     AlreadyExistsError,
@@ -47,6 +58,8 @@ __all__ = [
     "AlreadyExistsError",
     "AsyloError",
     "CancelledError",
+    "ClientCredentials",
+    "DirectProvision",
     "DataLossError",
     "DeadlineExceededError",
     "EnclaveClient",
@@ -63,13 +76,18 @@ __all__ = [
     "ImageError",
     "InternalError",
     "InvalidArgumentError",
+    "LocalProvision",
     "Manifest",
     "MessageReader",
     "MessageWriter",
     "NotFoundError",
     "OutOfRangeError",
     "PermissionDeniedError",
+    "RemoteLoadConfig",
+    "RemoteProvision",
+    "RemoteProxyClientConfig",
     "ResourceExhaustedError",
+    "ServerCredentials",
     "SimLoadConfig",
     "Status",
     "StatusCode",

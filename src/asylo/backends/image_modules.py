@@ -84,7 +84,8 @@ class ImageModules:
         self.prefix = f"_asylo_enclave_{next(_instances)}"
         self._finder = _ImageFinder(self.prefix, files, label)
         with _meta_path_lock:
-            sys.meta_path.insert(0, self._finder)
+            # Replaced, not changed in place: an import running in another thread iterates the old list.
+            sys.meta_path = [self._finder, *sys.meta_path]
 
     def load_attribute(self, entry_point: str) -> object:
         """Import `module:Attribute` (module relative to the image root) and return the attribute."""
@@ -101,7 +102,7 @@ class ImageModules:
     def unload(self) -> None:
         """Forget the image's modules: remove the finder and every module imported under the prefix."""
         with _meta_path_lock:
-            if self._finder in sys.meta_path:
-                sys.meta_path.remove(self._finder)
-        for name in [n for n in sys.modules if n == self.prefix or n.startswith(self.prefix + ".")]:
-            sys.modules.pop(name, None)
+            sys.meta_path = [finder for finder in sys.meta_path if finder is not self._finder]
+            # list() copies sys.modules in one step, so an import in another thread cannot change it under us.
+            for name in [n for n in list(sys.modules) if n == self.prefix or n.startswith(self.prefix + ".")]:
+                sys.modules.pop(name, None)

@@ -6,11 +6,14 @@ Each command lives in its own module; this one only assembles the group.
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 
 from asylo import __version__
+from asylo.cli.devca_command import dev_ca
 from asylo.cli.image_commands import build, inspect, keygen
+from asylo.cli.proxy_command import proxy
 from asylo.cli.quickstart import quickstart
 
 
@@ -23,13 +26,15 @@ def cli(verbose: int) -> None:
     Start with `asylo quickstart --message "Asylo Rocks"`.
     """
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 cli.add_command(keygen)
 cli.add_command(build)
 cli.add_command(inspect)
 cli.add_command(quickstart)
+cli.add_command(proxy)
+cli.add_command(dev_ca)
 
 
 def main() -> None:

@@ -3,6 +3,8 @@
 As in Asylo, `EnclaveLoadConfig` names the enclave and carries one backend-specific config:
 
     EnclaveLoadConfig("demo", sim=SimLoadConfig(image="demo.aimg", debug=True))
+    EnclaveLoadConfig("demo", remote=RemoteLoadConfig(image="demo.aimg", debug=True,
+                                                      proxy=RemoteProxyClientConfig.defaults_with_provision(...)))
 
 Each backend config knows how to open its enclave (`open`), which is the seam where new backends plug in.
 """
@@ -19,6 +21,7 @@ from asylo.host.exit_calls import ExitCallRegistry
 from asylo.image import VerifiedImage, load_image
 from asylo.primitives.matching import DEFAULT_MAX_THREADS, Handler
 from asylo.proto.enclave_pb2 import EnclaveConfig
+from asylo.remote.config import RemoteLoadConfig
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 
@@ -51,6 +54,7 @@ class EnclaveLoadConfig:
 
     name: str
     sim: SimLoadConfig | None = None
+    remote: RemoteLoadConfig | None = None
     #: Given to TrustedApplication.initialize; its `name` is set to the enclave's name.
     config: EnclaveConfig | None = None
     #: Handlers for the enclave's host calls; a new registry (built-ins only) if not given.
@@ -59,12 +63,14 @@ class EnclaveLoadConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ValueError(f"enclave names are 1..128 characters of A-Z a-z 0-9 _ . -, got {self.name!r}")
-        if self.sim is None:
-            raise ValueError(f"enclave {self.name!r}: no backend given; pass sim=SimLoadConfig(image=...)")
+        if (self.sim is None) == (self.remote is None):
+            raise ValueError(f"enclave {self.name!r}: give exactly one backend: sim=SimLoadConfig(image=...) or "
+                             f"remote=RemoteLoadConfig(image=...)")
 
-    def backend(self) -> SimLoadConfig:
-        assert self.sim is not None
-        return self.sim
+    def backend(self) -> SimLoadConfig | RemoteLoadConfig:
+        backend = self.sim or self.remote
+        assert backend is not None
+        return backend
 
     def enclave_config(self) -> EnclaveConfig:
         """The EnclaveConfig given to initialize: the user's, with `name` set."""

@@ -107,12 +107,14 @@ class EnclaveManager:
                                               f"destroyed?)")
             del self._clients[client.name]
         error: AsyloError | None = None
-        if not skip_finalize and not client.closed:
-            try:
-                client.enter(selectors.ENTRY_FINALIZE, [(final or EnclaveFinal()).SerializeToString()])
-            except AsyloError as exc:
-                error = exc
-        client.loaded_enclave.close(f"enclave {client.name!r} was destroyed")
+        try:
+            if not skip_finalize and not client.closed:
+                try:
+                    client.enter(selectors.ENTRY_FINALIZE, [(final or EnclaveFinal()).SerializeToString()])
+                except AsyloError as exc:
+                    error = exc
+        finally:  # even on KeyboardInterrupt: the enclave is no longer ours, so it must not outlive this call
+            client.loaded_enclave.close(f"enclave {client.name!r} was destroyed")
         _log.info("destroyed enclave %r", client.name)
         if error is not None:
             raise error

@@ -18,6 +18,7 @@ import itertools
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from asylo.status import (
     InternalError,
     ResourceExhaustedError,
     Status,
+    StatusCode,
 )
 
 _log = logging.getLogger(__name__)
@@ -75,8 +77,11 @@ Send = Callable[[Message], None]
 Handler = Callable[[int, Sequence[bytes]], list[bytes]]
 
 
-def _serve(call: Call, handler: Handler, send: Send) -> None:
-    """Run one incoming call and send its Result; any exception becomes the Result's status, never a crash."""
+def _serve(call: Call, handler: Handler, send: Send) -> BaseException | None:
+    """Run one incoming call and always send its Result: an exception becomes the Result's status, never a crash
+    and never a caller left waiting. Returns a BaseException that is not an Exception (KeyboardInterrupt,
+    SystemExit) after answering, for the caller to decide whether to re-raise it."""
+    interrupt: BaseException | None = None
     try:
         extents = handler(call.selector, call.extents)
         result = Result(call.call_id, call.thread, Status(), extents)
@@ -85,7 +90,16 @@ def _serve(call: Call, handler: Handler, send: Send) -> None:
     except Exception as exc:
         _log.debug("call %d (selector %d) failed", call.call_id, call.selector, exc_info=True)
         result = Result(call.call_id, call.thread, Status.from_exception(exc))
-    send(result)
+    except BaseException as exc:
+        interrupt = exc
+        result = Result(call.call_id, call.thread, Status(StatusCode.CANCELLED,
+                                                          f"the call was interrupted: {type(exc).__name__}"))
+    try:
+        send(result)
+    except AsyloError as exc:
+        # The other side is gone (or the transport refused the result): nobody is left to tell.
+        _log.debug("could not send the result of call %d: %s", call.call_id, exc)
+    return interrupt
 
 
 def _wait_for_result(inbox: queue.SimpleQueue[Call | Result | _Closed], call_id: int, handler: Handler,
@@ -94,7 +108,9 @@ def _wait_for_result(inbox: queue.SimpleQueue[Call | Result | _Closed], call_id:
     while True:
         message = inbox.get()
         if isinstance(message, Call):
-            _serve(message, handler, send)
+            interrupt = _serve(message, handler, send)
+            if interrupt is not None:
+                raise interrupt
         elif isinstance(message, Result):
             if message.call_id != call_id:
                 # Nested calls finish first, so any other id means the peer broke the protocol.
@@ -107,10 +123,26 @@ def _wait_for_result(inbox: queue.SimpleQueue[Call | Result | _Closed], call_id:
             raise EnclaveUnavailable(message.status.message)
 
 
-@dataclass
+@dataclass(eq=False)
 class _HostThreadSlot:
     key: int
     inbox: queue.SimpleQueue[Call | Result | _Closed] = field(default_factory=queue.SimpleQueue)
+    #: Entry calls this thread has made and not yet had answered (nested ones count too).
+    waiting: int = 0
+
+
+@dataclass
+class _Abandoned:
+    """A slot whose thread stopped waiting (KeyboardInterrupt): its late answers are absorbed, its exit calls
+    refused, and the enclave is told the thread is gone once the last answer is in."""
+
+    waiting: int
+
+
+def _report_thread_gone(threads_ref: weakref.ref[HostThreads], key: int) -> None:
+    threads = threads_ref()
+    if threads is not None:
+        threads._thread_gone(key)
 
 
 class HostThreads:
@@ -129,19 +161,28 @@ class HostThreads:
         # Inboxes only: the slot itself must stay reachable from its thread's locals alone, so that it is collected
         # (and the enclave told) when the thread ends.
         self._inboxes: dict[int, queue.SimpleQueue[Call | Result | _Closed]] = {}
+        self._abandoned: dict[int, _Abandoned] = {}
+        self._finalizers: list[weakref.finalize[..., _HostThreadSlot]] = []
         self._lock = threading.Lock()
         self._closed: Status | None = None
         self._call_ids = itertools.count(1)
 
     def _slot(self) -> _HostThreadSlot:
         slot: _HostThreadSlot | None = getattr(self._local, "slot", None)
-        if slot is None:
+        if slot is None or slot.key not in self._inboxes:
             slot = _HostThreadSlot(next(self._keys))
             with self._lock:
                 self._inboxes[slot.key] = slot.inbox
             self._local.slot = slot
             # The slot lives in this thread's locals, so it is collected when the thread ends: tell the enclave.
-            weakref.finalize(slot, self._thread_gone, slot.key)
+            # Weakly, so that a closed HostThreads (and its enclave) is not kept alive by a live thread, and not at
+            # interpreter exit, where atexit hooks run in reverse and this one would pull the slot out from under
+            # the manager's shutdown.
+            finalizer = weakref.finalize(slot, _report_thread_gone, weakref.ref(self), slot.key)
+            finalizer.atexit = False
+            with self._lock:
+                self._finalizers = [f for f in self._finalizers if f.alive]
+                self._finalizers.append(finalizer)
         return slot
 
     def _thread_gone(self, key: int) -> None:
@@ -159,17 +200,50 @@ class HostThreads:
         if self._closed is not None:
             raise EnclaveUnavailable(self._closed.message)
         slot = self._slot()
+        key, inbox = slot.key, slot.inbox
         call_id = next(self._call_ids)
-        self._send(Call(call_id, slot.key, selector, list(extents)))
-        return _wait_for_result(slot.inbox, call_id, self._exit_handler, self._send)
+        self._send(Call(call_id, key, selector, list(extents)))
+        slot.waiting += 1
+        try:
+            return _wait_for_result(inbox, call_id, self._exit_handler, self._send)
+        except Exception:
+            raise
+        except BaseException:
+            self._abandon(slot)
+            raise
+        finally:
+            slot.waiting -= 1
+            del slot  # a traceback that holds this frame must not keep the slot (and its enclave thread) alive
+
+    def _abandon(self, slot: _HostThreadSlot) -> None:
+        # This thread stopped waiting in the middle of a call: it gets a fresh slot next time, and what is still
+        # owed to the old one is absorbed by `deliver`.
+        with self._lock:
+            if self._inboxes.pop(slot.key, None) is not None:
+                self._abandoned[slot.key] = _Abandoned(slot.waiting)
+        self._local.slot = None
 
     def deliver(self, message: Call | Result) -> None:
         """Route a message from the enclave to the host thread it belongs to."""
         with self._lock:
             inbox = self._inboxes.get(message.thread)
-        if inbox is None:
-            raise InternalError(f"protocol error: message for unknown host thread {message.thread}")
-        inbox.put(message)
+            abandoned = self._abandoned.get(message.thread) if inbox is None else None
+        if inbox is not None:
+            inbox.put(message)
+            return
+        if abandoned is None:
+            # Late traffic for a thread that ended or a connection that closed: nobody waits for it.
+            _log.debug("dropped a message for host thread %d, which is gone", message.thread)
+            return
+        if isinstance(message, Call):
+            self._send(Result(message.call_id, message.thread,
+                              Status(StatusCode.CANCELLED, "the host thread stopped waiting for its call")))
+            return
+        abandoned.waiting -= 1
+        if abandoned.waiting <= 0:
+            with self._lock:
+                self._abandoned.pop(message.thread, None)
+            self._thread_gone(message.thread)
 
     def close(self, reason: str) -> None:
         """Fail every waiting and every later call with EnclaveUnavailable(reason)."""
@@ -178,6 +252,9 @@ class HostThreads:
                 self._closed = Status(EnclaveUnavailable.code, reason)
             inboxes = list(self._inboxes.values())
             closed = _Closed(self._closed)
+            finalizers, self._finalizers = self._finalizers, []
+        for finalizer in finalizers:
+            finalizer.detach()
         for inbox in inboxes:
             inbox.put(closed)
 
@@ -262,6 +339,8 @@ class EnclaveThreads:
                 _log.warning("enclave %r: dropped a result for call %d that no one waits for", self._name,
                              message.call_id)
                 continue
+            # A KeyboardInterrupt or SystemExit in enclave code was answered (CANCELLED) by _serve; the worker
+            # goes on serving its host thread rather than dying with the thread's calls unanswered.
             _serve(message, self._entry_handler, self._send)
 
     def exit_call(self, selector: int, extents: Sequence[bytes]) -> list[bytes]:
@@ -277,7 +356,11 @@ class EnclaveThreads:
         return _wait_for_result(worker.inbox, call_id, self._entry_handler, self._send)
 
     def close(self, reason: str, *, join_timeout: float = 5.0) -> None:
-        """Stop every worker: waiting exit calls fail with EnclaveUnavailable, idle workers end."""
+        """Stop every worker: waiting exit calls fail with EnclaveUnavailable, idle workers end.
+
+        Waits up to `join_timeout` in all for workers busy in enclave code (0: do not wait; a worker cannot wait
+        for itself); a worker still busy after that is left to finish on its own, and logged.
+        """
         with self._lock:
             if self._closed is None:
                 self._closed = Status(EnclaveUnavailable.code, reason)
@@ -286,10 +369,18 @@ class EnclaveThreads:
             closed = _Closed(self._closed)
         for worker in workers:
             worker.inbox.put(closed)
+        deadline = time.monotonic() + join_timeout
         current = threading.current_thread()
+        busy = []
         for worker in workers:
-            if worker.thread is not None and worker.thread is not current:
-                worker.thread.join(join_timeout)
+            if worker.thread is None or worker.thread is current:
+                continue
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
+            if worker.thread.is_alive():
+                busy.append(worker.thread.name)
+        if busy and join_timeout > 0:
+            _log.warning("enclave %r: %d worker threads still busy in enclave code after close: %s", self._name,
+                         len(busy), ", ".join(busy))
 
     @property
     def thread_count(self) -> int:

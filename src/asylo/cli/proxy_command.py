@@ -1,0 +1,63 @@
+"""`asylo proxy`: host one enclave for one remote host session (Asylo's RemoteEnclaveProxyServer)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from asylo.remote.credentials import ServerCredentials
+from asylo.remote.proxy_process import read_token, run_proxy
+from asylo.status import AsyloError
+
+
+@click.command()
+@click.option("--image", "image_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The enclave image to host (verified before anything else).")
+@click.option("--listen", default="127.0.0.1:0", show_default=True,
+              help="host:port to listen on; port 0 picks a free one. Non-loopback addresses need --tls-cert.")
+@click.option("--token-stdin", is_flag=True, help="Read the session token (hex) from the first line of standard "
+              "input. This is how local provisioning passes it: never on the command line.")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Read the session token (hex) from this file instead.")
+@click.option("--exit-with-parent", is_flag=True,
+              help="Exit (finalizing the enclave) when standard input reaches end of file, i.e. when the process "
+                   "that started this one is gone.")
+@click.option("--hello-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds to wait for the host before giving up.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Serve TLS with this certificate (PEM); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The certificate's private key (PEM).")
+@click.option("--tls-client-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Require client certificates signed by this CA (mutual TLS).")
+def proxy(image_path: Path, listen: str, token_stdin: bool, token_file: Path | None, exit_with_parent: bool,
+          hello_timeout: float, tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None) -> None:
+    """Host one enclave for one host session, then exit.
+
+    Prints `ASYLO-PROXY-READY port=N` on standard output once it listens. The host connects with the session
+    token; any other token is refused. Normally started by local provisioning, not by hand.
+    """
+    if token_stdin == (token_file is not None):
+        raise click.UsageError("give exactly one of --token-stdin and --token-file")
+    if (tls_cert is None) != (tls_key is None) or (tls_client_ca is not None and tls_cert is None):
+        raise click.UsageError("--tls-cert and --tls-key go together, and --tls-client-ca needs them")
+    try:
+        if token_file is not None:
+            with token_file.open("rb") as stream:
+                token = read_token(stream)
+        else:
+            token = read_token(sys.stdin.buffer)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        credentials = (ServerCredentials.tls(tls_cert, tls_key, client_ca_file=tls_client_ca)
+                       if tls_cert is not None and tls_key is not None else ServerCredentials.insecure_loopback())
+        code = asyncio.run(run_proxy(str(image_path), token, listen=listen, credentials=credentials,
+                                     hello_timeout=hello_timeout, exit_with_parent=exit_with_parent))
+    except AsyloError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(code)

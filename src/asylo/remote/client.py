@@ -1,0 +1,241 @@
+"""RemoteEnclaveProxyClient: the host's end of a remote enclave — a `LoadedEnclave` over one gRPC stream.
+
+The host opens the stream (it never listens, so it works from behind NAT), says hello with the proxy's one-time
+token and the load config, and checks the welcome against the image it asked for. From then on entry calls go out
+and exit calls come back on the same stream, matched to host threads exactly as with the sim backend. The stream's
+I/O runs on an asyncio loop in a thread of its own; callers block on their own threads.
+
+When the stream breaks — the proxy died, the network went, keepalive pings went unanswered — every waiting and every
+later call fails with EnclaveUnavailable; nothing hangs and nothing aborts the host process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+import grpc
+
+from asylo.primitives.matching import Call, Handler, HostThreads, Result
+from asylo.proto import enclave_pb2
+from asylo.remote.credentials import ClientCredentials
+from asylo.remote.link import END_OF_STREAM, Outbox, SessionLink
+from asylo.remote.service import CONNECT_METHOD, channel_options, error_from_rpc
+from asylo.session import Role, Session, SessionEnded, SessionLimits, WelcomeReceived
+from asylo.status import (
+    AsyloError,
+    DeadlineExceededError,
+    InternalError,
+    PermissionDeniedError,
+    Status,
+    StatusCode,
+)
+
+_log = logging.getLogger(__name__)
+
+#: After saying goodbye, how long to wait for the proxy to end the stream before cutting it.
+_CLOSE_GRACE = 5.0
+
+
+class RemoteEnclaveProxyClient:
+    """One remote enclave, reached through its proxy. Create with `connect`."""
+
+    def __init__(self, name: str, target: str, exit_handler: Handler, *, limits: SessionLimits,
+                 on_close: Callable[[], None] | None = None) -> None:
+        self._name = name
+        self._target = target
+        self._limits = limits
+        self._on_close = on_close
+        self._loop = asyncio.new_event_loop()
+        self._io_thread = threading.Thread(target=self._loop.run_forever, name=f"asylo-remote-{name}", daemon=True)
+        self._io_thread.start()
+        self._outbox = Outbox(self._loop)
+        self._link = SessionLink(Session(Role.HOST, limits), self._outbox)
+        self._host = HostThreads(self._link.send, exit_handler)
+        self._channel: grpc.aio.Channel | None = None
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stream_ended = asyncio.Event()
+        self._measurement = b""
+        self._signer = b""
+        self._close_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def connect(cls, name: str, target: str, token: bytes, load_config: enclave_pb2.EnclaveLoadConfig,
+                exit_handler: Handler, *, credentials: ClientCredentials, expected_measurement: bytes,
+                limits: SessionLimits | None = None, connect_timeout: float = 10.0,
+                on_close: Callable[[], None] | None = None) -> RemoteEnclaveProxyClient:
+        """Open the stream, say hello, check the welcome. Raises AsyloError (and cleans up) on any failure."""
+        client = cls(name, target, exit_handler, limits=limits or SessionLimits(), on_close=on_close)
+        try:
+            client._run(client._open(token, load_config, credentials, expected_measurement, connect_timeout),
+                        connect_timeout + 5)
+        except BaseException as exc:
+            client.close(f"connecting to the enclave's proxy failed: {exc}")
+            raise
+        return client
+
+    def _run(self, coroutine: object, timeout: float) -> None:
+        future: Future[None] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)  # type: ignore[arg-type]
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise DeadlineExceededError(f"no answer from the enclave's proxy at {self._target} within "
+                                        f"{timeout:.0f} s") from None
+
+    async def _open(self, token: bytes, load_config: enclave_pb2.EnclaveLoadConfig, credentials: ClientCredentials,
+                    expected_measurement: bytes, timeout: float) -> None:
+        self._channel = credentials.open_channel(self._target, channel_options(self._limits))
+        self._call = self._channel.stream_stream(CONNECT_METHOD)()
+        context = f"connecting to the enclave's proxy at {self._target}"
+        try:
+            await self._call.write(self._link.session.send_hello(token, load_config))
+            first = await asyncio.wait_for(self._call.read(), timeout)
+        except TimeoutError:
+            raise DeadlineExceededError(f"{context}: no welcome within {timeout:.0f} s") from None
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, context) from None
+        if first is grpc.aio.EOF:
+            code = await self._call.code()
+            raise error_from_rpc(_Ended(code, await self._call.details()), context)
+        events = self._link.receive(first)
+        if len(events) != 1 or not isinstance(events[0], WelcomeReceived):
+            ended = next((e for e in events if isinstance(e, SessionEnded)), None)
+            raise InternalError(f"{context}: {ended.status if ended else 'the proxy did not welcome us'}")
+        welcome = events[0]
+        if welcome.measurement != expected_measurement:
+            raise PermissionDeniedError(f"{context}: the proxy hosts an enclave with measurement "
+                                        f"{welcome.measurement.hex()}, not the requested {expected_measurement.hex()}")
+        self._measurement, self._signer = welcome.measurement, welcome.signer
+        self._tasks = [asyncio.create_task(self._read_loop(), name="asylo-remote-read"),
+                       asyncio.create_task(self._write_loop(), name="asylo-remote-write")]
+
+    async def _read_loop(self) -> None:
+        assert self._call is not None
+        reason = "the enclave's proxy ended the session"
+        try:
+            while True:
+                data = await self._call.read()
+                if data is grpc.aio.EOF:
+                    break
+                ended = self._dispatch(self._link.receive(data))
+                if ended is not None:
+                    reason = ended
+                    break
+        except grpc.aio.AioRpcError as exc:
+            reason = f"lost the connection to the enclave's proxy: {exc.code().name}: {exc.details()}"
+        except asyncio.CancelledError:
+            reason = "the connection was closed"
+        finally:
+            self._stream_ended.set()
+            self._host.close(f"enclave {self._name!r} is unavailable: {reason}")
+
+    def _dispatch(self, events: Sequence[object]) -> str | None:
+        """Hand received calls and results to their host threads; return why the session ended, if it did."""
+        for event in events:
+            if isinstance(event, Call | Result):
+                try:
+                    self._host.deliver(event)
+                except AsyloError as exc:
+                    status = Status(StatusCode.INTERNAL, f"protocol violation: {exc.message}")
+                    self._link.goodbye(status)
+                    return status.message
+            elif isinstance(event, SessionEnded):
+                if event.goodbye is not None:
+                    self._link.send_raw([event.goodbye])
+                if event.by_peer and event.status.ok:
+                    return "the enclave's proxy said goodbye"
+                return str(event.status)
+        return None
+
+    async def _write_loop(self) -> None:
+        assert self._call is not None
+        try:
+            while True:
+                frames = await self._outbox.get()
+                if frames is END_OF_STREAM:
+                    await self._call.done_writing()
+                    return
+                for frame in frames:
+                    await self._call.write(frame)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+            _log.debug("writing to the enclave's proxy failed: %s", exc)
+            self._host.close(f"enclave {self._name!r} is unavailable: writing to its proxy failed")
+
+    # -- LoadedEnclave -------------------------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def measurement(self) -> bytes:
+        return self._measurement
+
+    @property
+    def signer(self) -> bytes:
+        return self._signer
+
+    @property
+    def closed(self) -> bool:
+        return self._host.closed
+
+    @property
+    def target(self) -> str:
+        return self._target
+
+    def enter(self, selector: int, extents: Sequence[bytes]) -> list[bytes]:
+        return self._host.enter(selector, extents)
+
+    def close(self, reason: str) -> None:
+        """Say goodbye, wait (briefly) for the proxy to end the stream, then release everything. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._host.close(reason)
+        self._link.goodbye(Status())
+        try:
+            self._run(self._shutdown(), _CLOSE_GRACE + 5)
+        except AsyloError as exc:
+            _log.debug("closing the connection to %s: %s", self._target, exc)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._io_thread.join(10)
+            if not self._io_thread.is_alive():
+                self._loop.close()
+            if self._on_close is not None:
+                self._on_close()
+
+    async def _shutdown(self) -> None:
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stream_ended.wait(), _CLOSE_GRACE)
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._call is not None:
+            self._call.cancel()
+        if self._channel is not None:
+            await self._channel.close()
+
+
+class _Ended(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
+    """The status of an RPC that ended without an exception (the read returned EOF)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details

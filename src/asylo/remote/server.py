@@ -1,0 +1,186 @@
+"""RemoteEnclaveProxyServer: the proxy that hosts exactly one enclave for exactly one host session.
+
+It serves one gRPC method, a bidirectional stream. The first stream that says hello with the right one-time token
+gets the enclave: the proxy checks the requested image against the one it hosts, loads it, welcomes the host, and
+from then on runs entry calls on enclave worker threads and sends their exit calls back up the stream. A stream with
+a wrong token is refused (PERMISSION_DENIED) and the proxy keeps waiting for the right one; a second session is
+refused. When the session ends — goodbye, a broken stream, unanswered keepalives, the host process gone — the proxy
+finalizes the enclave if the host did not, unloads it, and reports that it is done (`wait_done`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+
+from asylo.backends.sim import HostedEnclave
+from asylo.image import VerifiedImage
+from asylo.primitives.matching import DEFAULT_MAX_THREADS, Call, Message, Result, ThreadGone
+from asylo.remote.credentials import ServerCredentials
+from asylo.remote.link import END_OF_STREAM, Outbox, SessionLink
+from asylo.remote.service import CONNECT, SERVICE, server_options
+from asylo.session import HelloReceived, Role, Session, SessionEnded, SessionLimits
+from asylo.status import AsyloError, Status, StatusCode
+
+_log = logging.getLogger(__name__)
+
+
+def _grpc_code(code: StatusCode) -> grpc.StatusCode:
+    return next(c for c in grpc.StatusCode if c.value[0] == int(code))
+
+
+class RemoteEnclaveProxyServer:
+    """Hosts one enclave image for the one host that presents `token`."""
+
+    def __init__(self, image: VerifiedImage, token: bytes, *, credentials: ServerCredentials | None = None,
+                 limits: SessionLimits | None = None, hello_timeout: float = 30.0,
+                 max_threads: int = DEFAULT_MAX_THREADS) -> None:
+        if len(token) < 16:
+            raise ValueError("a session token needs at least 16 bytes")
+        self.image = image
+        self._token = token
+        self._credentials = credentials or ServerCredentials.insecure_loopback()
+        self._limits = limits or SessionLimits()
+        self._hello_timeout = hello_timeout
+        self._max_threads = max_threads
+        self._server: grpc.aio.Server | None = None
+        self._claimed = False
+        self.claimed = asyncio.Event()
+        self._done = asyncio.Event()
+        self.end_status: Status | None = None
+        self.port = 0
+
+    async def start(self, listen: str = "127.0.0.1:0") -> int:
+        """Listen on `listen` (host:port; port 0 picks one); return the port."""
+        server = grpc.aio.server(options=server_options(self._limits))
+        handler = grpc.stream_stream_rpc_method_handler(self._connect)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {CONNECT: handler}),))
+        self.port = self._credentials.add_port(server, listen)
+        await server.start()
+        self._server = server
+        return self.port
+
+    async def wait_done(self, timeout: float | None = None) -> bool:
+        """Wait until the session is over (or, with `timeout`, until then at most); True if it is over."""
+        try:
+            await asyncio.wait_for(self._done.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def give_up(self, status: Status) -> None:
+        """End the proxy's wait: no host came (hello timeout), or its parent went away before one did."""
+        if self.end_status is None:
+            self.end_status = status
+        self._done.set()
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+
+    async def _connect(self, request_iterator: AsyncIterator[bytes], context: Any) -> None:
+        del request_iterator  # the stream is read with context.read(), concurrently with context.write()
+        session = Session(Role.ENCLAVE, self._limits)
+        try:
+            first = await asyncio.wait_for(context.read(), self._hello_timeout)
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello within the timeout")
+        if first is grpc.aio.EOF:
+            return
+        events = session.receive(first)
+        hello = events[0] if events and isinstance(events[0], HelloReceived) else None
+        if hello is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be a valid hello")
+            return
+        if not hmac.compare_digest(hello.token, self._token):
+            _log.warning("refused a session with a wrong token from %s", context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "wrong session token")
+        if self._claimed:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this proxy already served its session")
+        self._claimed = True
+        self.claimed.set()
+        try:
+            await self._serve_session(session, hello, context)
+        finally:
+            self._done.set()
+
+    async def _serve_session(self, session: Session, hello: HelloReceived, context: Any) -> None:
+        loop = asyncio.get_running_loop()
+        outbox = Outbox(loop)
+        link = SessionLink(session, outbox)
+        config = hello.load_config
+        requested = config.measurement
+        if requested and requested != self.image.measurement:
+            self.end_status = Status(StatusCode.FAILED_PRECONDITION, "wrong image requested")
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"this proxy hosts the enclave with measurement {self.image.measurement.hex()}, "
+                                f"not {requested.hex()}")
+        name = config.name or self.image.manifest.name
+
+        def on_abort(reason: str) -> None:
+            link.goodbye(Status(StatusCode.UNAVAILABLE, reason))
+
+        try:
+            hosted = await loop.run_in_executor(None, lambda: HostedEnclave(
+                name, self.image, link.send, debug=config.debug, max_threads=self._max_threads, on_abort=on_abort))
+        except AsyloError as exc:
+            self.end_status = exc.status
+            await context.abort(_grpc_code(exc.code), exc.message)
+        await context.write(session.send_welcome(self.image.measurement, self.image.signer,
+                                                 self.image.manifest.name))
+        _log.info("serving enclave %r (measurement %s) to %s", name, self.image.measurement.hex(), context.peer())
+        writer = asyncio.create_task(self._write_loop(outbox, context))
+        reason = Status(StatusCode.UNAVAILABLE, "the host ended the stream")
+        try:
+            while True:
+                data = await context.read()
+                if data is grpc.aio.EOF:
+                    break
+                ended = self._dispatch(link.receive(data), hosted)
+                if ended is not None:
+                    if ended.goodbye is not None:
+                        link.send_raw([ended.goodbye])
+                    reason = ended.status
+                    break
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            reason = Status(StatusCode.UNAVAILABLE, f"the host went away: {type(exc).__name__}")
+        finally:
+            self.end_status = self.end_status or reason
+            _log.info("session over: %s", reason)
+            # Host calls waiting in the enclave fail now; finalize runs if the host never destroyed the enclave.
+            await loop.run_in_executor(None, hosted.shutdown_abandoned,
+                                       f"the host session ended: {reason.message or reason.code.name}")
+            link.goodbye(Status())
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(writer, 2.0)
+            writer.cancel()
+
+    @staticmethod
+    def _dispatch(events: Sequence[object], hosted: HostedEnclave) -> SessionEnded | None:
+        for event in events:
+            if isinstance(event, Call | Result | ThreadGone):
+                message: Message = event
+                try:
+                    hosted.deliver(message)
+                except AsyloError as exc:  # the session core let through what the enclave cannot route
+                    status = Status(StatusCode.INTERNAL, f"protocol violation: {exc.message}")
+                    return SessionEnded(status, by_peer=False, goodbye=None)
+            elif isinstance(event, SessionEnded):
+                return event
+        return None
+
+    @staticmethod
+    async def _write_loop(outbox: Outbox, context: Any) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, RuntimeError):
+            while True:
+                frames = await outbox.get()
+                if frames is END_OF_STREAM:
+                    return
+                for frame in frames:
+                    await context.write(frame)

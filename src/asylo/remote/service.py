@@ -1,0 +1,59 @@
+"""The proxy's gRPC service: one bidirectional-stream method, and the channel options both ends use.
+
+The service is registered by hand (a generic handler with bytes in, bytes out): the session core encodes and checks
+every frame itself, so gRPC only carries them and no generated stub is needed.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from asylo.session import SessionLimits
+from asylo.status import AsyloError, StatusCode, UnknownError, error_for
+
+SERVICE = "asylo.remote.EnclaveProxy"
+CONNECT = "Connect"
+CONNECT_METHOD = f"/{SERVICE}/{CONNECT}"
+
+#: How often each side pings an idle connection, and how long it waits for the answer: a peer that vanished without
+#: closing its socket (power loss, a cut cable, SIGSTOP) is noticed within about the sum.
+KEEPALIVE_INTERVAL_MS = 2000
+KEEPALIVE_TIMEOUT_MS = 2000
+
+
+def channel_options(limits: SessionLimits) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", limits.grpc_message_limit),
+        ("grpc.max_receive_message_length", limits.grpc_message_limit),
+        ("grpc.keepalive_time_ms", KEEPALIVE_INTERVAL_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # The host never listens and the connection is made once: fail fast instead of retrying for minutes.
+        ("grpc.enable_retries", 0),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+    ]
+
+
+def server_options(limits: SessionLimits) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", limits.grpc_message_limit),
+        ("grpc.max_receive_message_length", limits.grpc_message_limit),
+        ("grpc.keepalive_time_ms", KEEPALIVE_INTERVAL_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Accept the client's pings as often as it sends them (a strict server would close the connection).
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_INTERVAL_MS // 2),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+def error_from_rpc(error: grpc.aio.AioRpcError | grpc.RpcError, context: str) -> AsyloError:
+    """The AsyloError for a failed RPC, its message prefixed with what we were doing."""
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    if code is None:
+        return UnknownError(f"{context}: {details}")
+    status_code = StatusCode(code.value[0])
+    return error_for(status_code, f"{context}: {details}")

@@ -1,0 +1,45 @@
+"""The bounds a session enforces on what its peer sends, each with the reason it exists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Every size and count a peer can make us hold is bounded here. Both sides use the same defaults."""
+
+    #: Largest single frame on the stream. Larger messages travel as fragments of this size, so that one big call
+    #: does not hold the stream (and every other thread's calls) for long, and gRPC's own message limit is never hit.
+    max_frame_size: int = 1 * MiB
+    #: Largest call or result (all its extents, encoded). Reassembly buffers up to this much per transfer.
+    max_message_size: int = 256 * MiB
+    #: Bytes held at once in partly received fragmented messages, across all transfers.
+    max_reassembly_bytes: int = 512 * MiB
+    #: Calls the peer may have waiting on us at once (across threads), and fragmented transfers in progress.
+    max_calls_in_flight: int = 4096
+    #: Nested calls on one thread (entry -> exit -> entry ...). Each level is a few Python frames deep on both
+    #: sides, so this stays well inside the interpreter's recursion limit.
+    max_call_depth: int = 64
+    #: Distinct host threads with calls in progress at once.
+    max_threads: int = 4096
+    #: Extents in one call or result.
+    max_extents: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.max_frame_size < 4096:
+            raise ValueError("max_frame_size must be at least 4096 bytes")
+        if self.max_message_size < self.max_frame_size:
+            raise ValueError("max_message_size must be at least max_frame_size")
+        if self.max_reassembly_bytes < self.max_message_size:
+            raise ValueError("max_reassembly_bytes must be at least max_message_size")
+        for name in ("max_calls_in_flight", "max_call_depth", "max_threads", "max_extents"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def grpc_message_limit(self) -> int:
+        """What to give gRPC as its send/receive message limit: a frame plus room for its envelope."""
+        return self.max_frame_size + 1024
