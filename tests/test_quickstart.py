@@ -21,9 +21,11 @@ def _expected_hex_length(message: str) -> int:
     return 2 * (12 + len(message.encode()) + 16)  # nonce, ciphertext, GCM tag
 
 
-def test_quickstart_command_prints_what_asylos_guide_shows() -> None:
-    result = subprocess.run([*ASYLO, "quickstart", "--message", "Asylo Rocks"], capture_output=True, text=True,
-                            timeout=60, check=False)
+@pytest.mark.parametrize("flags", [[], ["--backend", "remote", "--tls"], ["--backend", "sim"]],
+                         ids=["remote-default", "remote-tls", "sim"])
+def test_quickstart_command_prints_what_asylos_guide_shows(flags: list[str]) -> None:
+    result = subprocess.run([*ASYLO, "quickstart", "--message", "Asylo Rocks", *flags], capture_output=True,
+                            text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     match = re.fullmatch(r"Encrypted message:\n([0-9a-f]+)\n", result.stdout)
     assert match, result.stdout
@@ -43,7 +45,8 @@ def test_quickstart_with_sim_backend_and_built_image(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, message", [([], "Missing option '--message'"),
                                            (["--message", ""], "--message must not be empty"),
-                                           (["--message", "x", "--backend", "nope"], "Invalid value for '--backend'")])
+                                           (["--message", "x", "--backend", "nope"], "Invalid value for '--backend'"),
+                                           (["--message", "x", "--backend", "sim", "--tls"], "--tls applies to")])
 def test_quickstart_bad_arguments(args: list[str], message: str) -> None:
     result = CliRunner().invoke(cli, ["quickstart", *args])
     assert result.exit_code == 2
@@ -93,9 +96,24 @@ def test_round_trip_through_the_enclave(quickstart_image: asylo.VerifiedImage) -
         manager.shutdown()
 
 
+def test_run_quickstart_remote_reports_the_remote_enclaves_measurement(tmp_path: Path,
+                                                                      quickstart_image: asylo.VerifiedImage) -> None:
+    from asylo.cli.quickstart import backend_config  # noqa: PLC0415
+    from asylo.image import build_image, generate_signing_key, write_image  # noqa: PLC0415
+
+    path = tmp_path / "demo.aimg"
+    write_image(path, build_image(quickstart_enclave_dir(), generate_signing_key()))
+    manager = asylo.EnclaveManager()
+    result = run_quickstart("remote", backend_config("remote", path, tls_dir=tmp_path / "ca"), manager=manager,
+                            echo=False)
+    assert result.measurement == quickstart_image.measurement  # same sources, any key: same measurement
+    assert len(result.encrypted_hex) == _expected_hex_length("remote")
+    assert (tmp_path / "ca" / "ca.pem").exists()
+
+
 def test_run_quickstart_api(quickstart_image: asylo.VerifiedImage, capsys: pytest.CaptureFixture[str]) -> None:
     manager = asylo.EnclaveManager()
-    result = run_quickstart("hello", quickstart_image, manager=manager)
+    result = run_quickstart("hello", asylo.SimLoadConfig(quickstart_image, debug=True), manager=manager)
     assert capsys.readouterr().out == f"Encrypted message:\n{result.encrypted_hex}\n"
     assert result.measurement == quickstart_image.measurement
     assert manager.loaded_enclaves() == []

@@ -111,14 +111,14 @@ class HostedEnclave:
     def deliver(self, message: Message) -> None:
         self._threads.deliver(message)
 
-    def shutdown_abandoned(self, reason: str, timeout: float = 5.0) -> None:
+    def shutdown_abandoned(self, reason: str, timeout: float = 3.0) -> None:
         """End the enclave on behalf of a host that went away without destroying it: release the threads that wait
         for the host, run finalize if the enclave is still running, and unload it.
 
         Host calls fail from here on (the host is gone), so finalize code that needs the host fails rather than
         hangs; a finalize that does not return within `timeout` is left behind (its thread is a daemon).
         """
-        self._threads.close(reason)
+        self._threads.close(reason, join_timeout=timeout)
         self._finalize_abandoned(timeout)
         self.close(reason)
 

@@ -18,7 +18,9 @@ from types import ModuleType
 import click
 
 import asylo
-from asylo.image import build_image, generate_signing_key, load_image, write_image
+from asylo.image import build_image, generate_signing_key, write_image
+from asylo.remote.devca import create_dev_ca
+from asylo.remote.provision import ProxyTls
 from asylo.status import AsyloError
 
 ENCLAVE_NAME = "demo_enclave"
@@ -51,8 +53,26 @@ class QuickstartResult:
     measurement: bytes
 
 
-def run_quickstart(message: str, image: asylo.VerifiedImage, *, manager: asylo.EnclaveManager | None = None,
-                   echo: bool = True) -> QuickstartResult:
+def backend_config(backend: str, image_path: Path, *, tls_dir: Path | None = None
+                   ) -> asylo.SimLoadConfig | asylo.RemoteLoadConfig:
+    """The load config for `backend`: "remote" (a proxy process, local provisioning) or "sim" (in-process).
+
+    With `tls_dir`, the remote connection uses mutual TLS with a development CA made there.
+    """
+    if backend == "sim":
+        return asylo.SimLoadConfig(image_path, debug=True)
+    provision: asylo.RemoteProvision = asylo.LocalProvision()
+    if tls_dir is not None:
+        ca = create_dev_ca(tls_dir)
+        provision = asylo.LocalProvision(
+            tls=ProxyTls(ca.server_cert, ca.server_key, client_ca_file=ca.ca_cert),
+            credentials=asylo.ClientCredentials.tls(ca.ca_cert, cert_file=ca.client_cert, key_file=ca.client_key))
+    proxy = asylo.RemoteProxyClientConfig.defaults_with_provision(provision)
+    return asylo.RemoteLoadConfig(image_path, proxy=proxy, debug=True)
+
+
+def run_quickstart(message: str, backend: asylo.SimLoadConfig | asylo.RemoteLoadConfig, *,
+                   manager: asylo.EnclaveManager | None = None, echo: bool = True) -> QuickstartResult:
     """Load the quickstart enclave, encrypt `message` in it, destroy it. Prints Asylo's lines when `echo`."""
     demo_pb2 = demo_proto()
     manager = manager or asylo.EnclaveManager.instance()
@@ -69,7 +89,10 @@ def run_quickstart(message: str, image: asylo.VerifiedImage, *, manager: asylo.E
             click.echo("Encrypted message:")
             click.echo(text)
 
-    config = asylo.EnclaveLoadConfig(ENCLAVE_NAME, sim=asylo.SimLoadConfig(image, debug=True), exit_calls=exit_calls)
+    if isinstance(backend, asylo.SimLoadConfig):
+        config = asylo.EnclaveLoadConfig(ENCLAVE_NAME, sim=backend, exit_calls=exit_calls)
+    else:
+        config = asylo.EnclaveLoadConfig(ENCLAVE_NAME, remote=backend, exit_calls=exit_calls)
     client = manager.load_enclave(config)
     try:
         enclave_input = asylo.EnclaveInput()
@@ -77,22 +100,26 @@ def run_quickstart(message: str, image: asylo.VerifiedImage, *, manager: asylo.E
         demo.value = message
         demo.action = demo_pb2.Demo.ENCRYPT
         output = client.enter_and_run(enclave_input)
+        measurement = client.measurement
     finally:
         manager.destroy_enclave(client)
     returned = output.Extensions[demo_pb2.quickstart_output].value
     if received != [returned]:
         raise click.ClickException("the enclave's host call and its output disagree")
-    return QuickstartResult(returned, image.measurement)
+    return QuickstartResult(returned, measurement)
 
 
 @click.command()
 @click.option("--message", "-m", required=True, help="The message to encrypt inside the enclave.")
-@click.option("--backend", type=click.Choice(["sim"]), default="sim", show_default=True,
-              help="Where the enclave runs. sim: in this process (development; no isolation).")
+@click.option("--backend", type=click.Choice(["remote", "sim"]), default="remote", show_default=True,
+              help="Where the enclave runs. remote: in a proxy process reached over gRPC, started for you on "
+                   "loopback (local provisioning). sim: in this process (development; no isolation).")
+@click.option("--tls", is_flag=True,
+              help="remote only: connect with mutual TLS, using a development CA made for this run.")
 @click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A built quickstart image (asylo build). Default: build one from the bundled sources with a "
                    "throwaway key.")
-def quickstart(message: str, backend: str, image_path: Path | None) -> None:
+def quickstart(message: str, backend: str, tls: bool, image_path: Path | None) -> None:
     """Encrypt a message inside the quickstart enclave (Asylo's quickstart demo).
 
     The enclave generates an AES-256-GCM key that never leaves it, encrypts MESSAGE, and sends the ciphertext back
@@ -101,17 +128,21 @@ def quickstart(message: str, backend: str, image_path: Path | None) -> None:
     \b
         Encrypted message:
         <nonce and ciphertext, hex>
+
+    By default the enclave runs remotely: a proxy process started on loopback (local provisioning), reached over
+    one gRPC stream, reaped when the demo ends.
     """
     if not message:
         raise click.UsageError("--message must not be empty")
+    if tls and backend != "remote":
+        raise click.UsageError("--tls applies to --backend remote only")
     try:
-        if image_path is not None:
-            run_quickstart(message, load_image(image_path))
-            return
         with tempfile.TemporaryDirectory(prefix="asylo-quickstart-") as tmp:
-            built = Path(tmp) / "demo_enclave.aimg"
-            write_image(built, build_image(quickstart_enclave_dir(), generate_signing_key()))
-            run_quickstart(message, load_image(built))
+            if image_path is None:
+                image_path = Path(tmp) / "demo_enclave.aimg"
+                write_image(image_path, build_image(quickstart_enclave_dir(), generate_signing_key()))
+            tls_dir = Path(tmp) / "dev-ca" if tls else None
+            run_quickstart(message, backend_config(backend, image_path, tls_dir=tls_dir))
     except AsyloError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

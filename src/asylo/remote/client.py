@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 import grpc
@@ -24,6 +24,7 @@ from asylo.primitives.matching import Call, Handler, HostThreads, Result
 from asylo.proto import enclave_pb2
 from asylo.remote.credentials import ClientCredentials
 from asylo.remote.link import END_OF_STREAM, Outbox, SessionLink
+from asylo.remote.provision import ProvisionedProxy
 from asylo.remote.service import CONNECT_METHOD, channel_options, error_from_rpc
 from asylo.session import Role, Session, SessionEnded, SessionLimits, WelcomeReceived
 from asylo.status import (
@@ -44,12 +45,11 @@ _CLOSE_GRACE = 5.0
 class RemoteEnclaveProxyClient:
     """One remote enclave, reached through its proxy. Create with `connect`."""
 
-    def __init__(self, name: str, target: str, exit_handler: Handler, *, limits: SessionLimits,
-                 on_close: Callable[[], None] | None = None) -> None:
+    def __init__(self, name: str, proxy: ProvisionedProxy, exit_handler: Handler, *, limits: SessionLimits) -> None:
         self._name = name
-        self._target = target
+        self.proxy = proxy
+        self._target = proxy.target
         self._limits = limits
-        self._on_close = on_close
         self._loop = asyncio.new_event_loop()
         self._io_thread = threading.Thread(target=self._loop.run_forever, name=f"asylo-remote-{name}", daemon=True)
         self._io_thread.start()
@@ -66,14 +66,14 @@ class RemoteEnclaveProxyClient:
         self._closed = False
 
     @classmethod
-    def connect(cls, name: str, target: str, token: bytes, load_config: enclave_pb2.EnclaveLoadConfig,
+    def connect(cls, name: str, proxy: ProvisionedProxy, load_config: enclave_pb2.EnclaveLoadConfig,
                 exit_handler: Handler, *, credentials: ClientCredentials, expected_measurement: bytes,
-                limits: SessionLimits | None = None, connect_timeout: float = 10.0,
-                on_close: Callable[[], None] | None = None) -> RemoteEnclaveProxyClient:
-        """Open the stream, say hello, check the welcome. Raises AsyloError (and cleans up) on any failure."""
-        client = cls(name, target, exit_handler, limits=limits or SessionLimits(), on_close=on_close)
+                limits: SessionLimits | None = None, connect_timeout: float = 10.0) -> RemoteEnclaveProxyClient:
+        """Open the stream to `proxy`, say hello, check the welcome. Raises AsyloError on any failure, having
+        released everything, the proxy included."""
+        client = cls(name, proxy, exit_handler, limits=limits or SessionLimits())
         try:
-            client._run(client._open(token, load_config, credentials, expected_measurement, connect_timeout),
+            client._run(client._open(proxy.token, load_config, credentials, expected_measurement, connect_timeout),
                         connect_timeout + 5)
         except BaseException as exc:
             client.close(f"connecting to the enclave's proxy failed: {exc}")
@@ -210,8 +210,7 @@ class RemoteEnclaveProxyClient:
             self._io_thread.join(10)
             if not self._io_thread.is_alive():
                 self._loop.close()
-            if self._on_close is not None:
-                self._on_close()
+            self.proxy.release()
 
     async def _shutdown(self) -> None:
         if self._tasks:

@@ -50,9 +50,9 @@ class RemoteLoadConfig:
         load_config = enclave_pb2.EnclaveLoadConfig(name=name, debug=self.debug, measurement=image.measurement)
         try:
             return RemoteEnclaveProxyClient.connect(
-                name, proxy.target, proxy.token, load_config, exit_handler,
-                credentials=self.proxy.credentials or proxy.credentials, expected_measurement=image.measurement,
-                limits=self.proxy.limits, connect_timeout=self.proxy.connect_timeout, on_close=proxy.release)
+                name, proxy, load_config, exit_handler, credentials=self.proxy.credentials or proxy.credentials,
+                expected_measurement=image.measurement, limits=self.proxy.limits,
+                connect_timeout=self.proxy.connect_timeout)
         except BaseException:
             proxy.release()
             raise

@@ -45,6 +45,8 @@ class ProvisionedProxy:
     token: bytes = field(repr=False)
     credentials: ClientCredentials
     release: Callable[[], None] = _nothing
+    #: The proxy's process id when it runs on this machine as our child (local provisioning), else None.
+    pid: int | None = None
 
 
 class RemoteProvision(ABC):
@@ -110,7 +112,7 @@ class LocalProvision(RemoteProvision):
         except BaseException:
             proxy.release()
             raise
-        return ProvisionedProxy(f"127.0.0.1:{port}", token, self._credentials, proxy.release)
+        return ProvisionedProxy(f"127.0.0.1:{port}", token, self._credentials, proxy.release, process.pid)
 
 
 class _ProxyProcess:

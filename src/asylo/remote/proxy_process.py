@@ -48,15 +48,17 @@ async def run_proxy(image_path: str, token: bytes, *, listen: str, credentials: 
         loop.add_signal_handler(signum, server.give_up, Status(StatusCode.CANCELLED, f"signal {signum.name}"))
     if exit_with_parent:
         _watch_parent(loop, server)
-    try:
-        await asyncio.wait_for(server.claimed.wait(), hello_timeout)
-    except TimeoutError:
-        server.give_up(Status(StatusCode.DEADLINE_EXCEEDED, f"no host connected within {hello_timeout:.0f} s"))
+    # Until a host claims the session: a signal or the parent's end (give_up) ends the wait as well.
+    if not await server.wait_claimed(hello_timeout):
+        server.give_up(Status(StatusCode.DEADLINE_EXCEEDED, f"no host connected within {hello_timeout:g} s"))
     await server.wait_done()
     await server.stop(grace=5.0)
     status = server.end_status or Status()
-    _log.info("proxy exits: %s", status)
-    return 0 if status.ok else 1
+    if status.ok:
+        _log.info("proxy exits: the session ended in order")
+        return 0
+    _log.warning("proxy exits: %s", status)
+    return 1
 
 
 def _watch_parent(loop: asyncio.AbstractEventLoop, server: RemoteEnclaveProxyServer) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import grpc
@@ -51,6 +51,7 @@ class RemoteEnclaveProxyServer:
         self._max_threads = max_threads
         self._server: grpc.aio.Server | None = None
         self._claimed = False
+        self._session_task: asyncio.Task[Any] | None = None
         self.claimed = asyncio.Event()
         self._done = asyncio.Event()
         self.end_status: Status | None = None
@@ -74,11 +75,26 @@ class RemoteEnclaveProxyServer:
             return False
         return True
 
+    async def wait_claimed(self, timeout: float) -> bool:
+        """Wait until a host has claimed the session (True), the proxy gave up, or `timeout` passed (False)."""
+        claimed = asyncio.ensure_future(self.claimed.wait())
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            await asyncio.wait((claimed, done), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            claimed.cancel()
+            done.cancel()
+        return self.claimed.is_set()
+
     def give_up(self, status: Status) -> None:
-        """End the proxy's wait: no host came (hello timeout), or its parent went away before one did."""
+        """Stop waiting: no host came (hello timeout), the parent went away, or a signal came. A session in
+        progress is ended, and `wait_done` returns once it has finalized and unloaded the enclave."""
         if self.end_status is None:
             self.end_status = status
-        self._done.set()
+        if self._session_task is not None and not self._session_task.done():
+            self._session_task.cancel()
+        else:
+            self._done.set()
 
     async def stop(self, grace: float = 1.0) -> None:
         if self._server is not None:
@@ -104,6 +120,7 @@ class RemoteEnclaveProxyServer:
         if self._claimed:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this proxy already served its session")
         self._claimed = True
+        self._session_task = asyncio.current_task()
         self.claimed.set()
         try:
             await self._serve_session(session, hello, context)
@@ -154,8 +171,8 @@ class RemoteEnclaveProxyServer:
             self.end_status = self.end_status or reason
             _log.info("session over: %s", reason)
             # Host calls waiting in the enclave fail now; finalize runs if the host never destroyed the enclave.
-            await loop.run_in_executor(None, hosted.shutdown_abandoned,
-                                       f"the host session ended: {reason.message or reason.code.name}")
+            await _uncancellable(loop.run_in_executor(
+                None, hosted.shutdown_abandoned, f"the host session ended: {reason.message or reason.code.name}"))
             link.goodbye(Status())
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(writer, 2.0)
@@ -184,3 +201,12 @@ class RemoteEnclaveProxyServer:
                     return
                 for frame in frames:
                     await context.write(frame)
+
+
+async def _uncancellable(awaitable: Awaitable[None]) -> None:
+    """Await to the end even if our task is cancelled again (a second signal): finalizing must not be cut short."""
+    future = asyncio.ensure_future(awaitable)
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(future)
+    future.result()

@@ -190,7 +190,11 @@ class Session:
         if self.state not in (SessionState.CLOSED, SessionState.ERROR):
             self.state = SessionState.CLOSED
             self.end_status = status
-        goodbye = session_pb2.Goodbye(code=int(status.code), message=status.message)
+        # A goodbye is one frame (never fragmented), so its reason is cut to fit one: a long reason (a traceback,
+        # say) must not make the peer reject the goodbye itself as an oversized frame. The cut keeps valid UTF-8.
+        room = self.limits.max_frame_size - 64
+        message = status.message.encode()[:room].decode(errors="ignore")
+        goodbye = session_pb2.Goodbye(code=int(status.code), message=message)
         return session_pb2.Frame(goodbye=goodbye).SerializeToString()
 
     def _require_sending(self, state: SessionState, role: Role, what: str) -> None:
@@ -266,13 +270,15 @@ class Session:
 
     def _receive_frame(self, frame: session_pb2.Frame, *, fragmented: bool) -> list[Event]:
         kind = frame.WhichOneof("kind")
+        # Checked before the goodbye too: a sender never fragments a goodbye, so a fragmented one is a violation, not
+        # an orderly end (and must not let a peer make us reassemble a goodbye of up to max_message_size).
+        if fragmented and kind not in ("call", "result"):
+            raise _violation(f"a fragmented {kind} frame (only calls and results are fragmented)")
         if kind == "goodbye":
             status = Status(_known_code(frame.goodbye.code), frame.goodbye.message)
             self.state = SessionState.CLOSED
             self.end_status = status
             return [SessionEnded(status, by_peer=True)]
-        if fragmented and kind not in ("call", "result"):
-            raise _violation(f"a fragmented {kind} frame (only calls and results are fragmented)")
         if kind == "hello":
             return [self._receive_hello(frame.hello)]
         if kind == "welcome":

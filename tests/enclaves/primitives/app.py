@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 from asylo.primitives.extents import MessageReader, MessageWriter
 from asylo.proto.enclave_pb2 import EnclaveConfig, EnclaveFinal, EnclaveInput, EnclaveOutput
@@ -26,6 +28,9 @@ class PrimitivesTestEnclave(TrustedApplication):
     def initialize(self, config: EnclaveConfig) -> None:
         if config.data == b"fail":
             raise InvalidArgumentError("initialize was told to fail")
+        # A file for finalize to touch, so a test can see that finalize ran in a process it cannot ask.
+        self.finalize_marker = config.data.removeprefix(b"finalize-marker:").decode() if config.data.startswith(
+            b"finalize-marker:") else None
         self.name = config.name
         self.host.info(f"initialized as {config.name}")
 
@@ -33,6 +38,9 @@ class PrimitivesTestEnclave(TrustedApplication):
         return EnclaveOutput(data=b"ran:" + enclave_input.data)
 
     def finalize(self, enclave_final: EnclaveFinal) -> None:
+        if self.finalize_marker:
+            with open(self.finalize_marker, "w") as marker:
+                marker.write("finalized")
         if enclave_final.data:
             self.host.call("finalized", enclave_final.data)
         if enclave_final.data == b"fail":
@@ -115,3 +123,12 @@ class PrimitivesTestEnclave(TrustedApplication):
         from . import helper_check  # noqa: PLC0415 - imported on demand, from the image
 
         return helper_check.ORIGIN.encode()
+
+    @entry_point
+    def sleep(self, seconds: bytes) -> bytes:
+        time.sleep(_int(seconds) / 1000)
+        return b"slept"
+
+    @entry_point
+    def pid(self) -> bytes:
+        return _u64(os.getpid())

@@ -1,0 +1,336 @@
+"""The remote backend end to end: real proxy processes, real gRPC on loopback, real kills.
+
+Asylo's communicator_test scenarios that test_primitives.py does not already run on both backends, and what Asylo's
+remote backend got wrong: liveness, payload size, tokens, plaintext off loopback, TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import asylo
+from asylo.remote import ProxyTls
+from asylo.remote.client import RemoteEnclaveProxyClient
+from asylo.remote.devca import create_dev_ca
+from asylo.remote.provision import READY_PREFIX
+from asylo.session import SessionLimits
+from tests.conftest import eventually, from_u64, u64
+
+Load = Callable[..., asylo.EnclaveClient]
+MiB = 1 << 20
+
+
+@pytest.fixture
+def backend() -> str:
+    return "remote"
+
+
+def proxy_pid(client: asylo.EnclaveClient) -> int:
+    enclave = client.loaded_enclave
+    assert isinstance(enclave, RemoteEnclaveProxyClient)
+    assert enclave.proxy.pid is not None
+    return enclave.proxy.pid
+
+
+def test_no_calls(manager: asylo.EnclaveManager, load_primitives: Load) -> None:
+    client = load_primitives()
+    pid = proxy_pid(client)
+    assert pid != os.getpid()
+    manager.destroy_enclave(client)
+    assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_enclave_runs_in_the_proxy_process(load_primitives: Load) -> None:
+    client = load_primitives()
+    assert from_u64(client.call("pid")) == proxy_pid(client)
+
+
+def test_100_echoes(load_primitives: Load) -> None:
+    client = load_primitives()
+    for i in range(100):
+        payload = f"echo {i}".encode() * (i + 1)
+        assert client.call("echo", payload) == payload
+
+
+def test_64_threads_x_256_calls_with_check_back(load_primitives: Load) -> None:
+    client = load_primitives()
+
+    def worker(index: int) -> None:
+        for i in range(256):
+            value = index * 1_000_000 + i
+            assert from_u64(client.call("square", u64(value))) == value * value
+
+    with ThreadPoolExecutor(64) as pool:
+        for future in [pool.submit(worker, i) for i in range(64)]:
+            future.result()
+
+
+def test_duplex_nested_multithreaded_fibonacci(load_primitives: Load) -> None:
+    """Fibonacci 0..19, each on its own host thread, recursing host -> enclave -> host ...; every exit call is
+    served on the host thread whose entry call caused it."""
+    registry = asylo.ExitCallRegistry()
+    client = load_primitives(exit_calls=registry)
+    owner = threading.local()
+    wrong_thread: list[str] = []
+
+    @registry.register("fibonacci")
+    def fibonacci(n: bytes) -> bytes:
+        if getattr(owner, "n", None) is None:
+            wrong_thread.append(threading.current_thread().name)
+        value = from_u64(n)
+        if value < 2:
+            return u64(value)
+        return u64(from_u64(client.call("fibonacci", u64(value - 1))) + from_u64(client.call("fibonacci",
+                                                                                           u64(value - 2))))
+
+    def compute(n: int) -> int:
+        owner.n = n
+        return from_u64(client.call("fibonacci", u64(n)))
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(compute, range(20)))
+    expected = [0, 1]
+    while len(expected) < 20:
+        expected.append(expected[-1] + expected[-2])
+    assert results == expected
+    assert wrong_thread == []
+
+
+def test_slow_exit_call_inside_an_entry_call(load_primitives: Load) -> None:
+    registry = asylo.ExitCallRegistry()
+
+    @registry.register("slow")
+    def slow() -> bytes:
+        time.sleep(3)  # longer than the keepalive interval: the session must not mistake it for a dead peer
+        return b"done slowly"
+
+    client = load_primitives(exit_calls=registry)
+    started = time.monotonic()
+    assert client.call("call_host", b"slow") == b"done slowly"
+    assert time.monotonic() - started >= 3
+    assert client.call("echo", b"after") == b"after"
+
+
+def test_64_mib_each_way(load_primitives: Load) -> None:
+    client = load_primitives()
+    payload = os.urandom(1024) * (64 * 1024)
+    assert len(payload) == 64 * MiB
+    answer = client.enter(300, [payload])
+    assert answer[0] == payload[::-1]
+    assert from_u64(answer[1]) == 1
+
+
+def test_payload_over_the_limit_is_a_clear_error(load_primitives: Load) -> None:
+    limits = SessionLimits(max_message_size=2 * MiB, max_reassembly_bytes=4 * MiB)
+    proxy = asylo.RemoteProxyClientConfig(asylo.LocalProvision(), limits=limits)
+    client = load_primitives(proxy=proxy)
+    with pytest.raises(asylo.ResourceExhaustedError, match="exceeds max_message_size"):
+        client.call("echo", b"x" * (3 * MiB))
+    assert client.call("echo", b"y" * MiB) == b"y" * MiB  # the session goes on
+
+
+def test_proxy_killed_mid_call(manager: asylo.EnclaveManager, load_primitives: Load) -> None:
+    client = load_primitives()
+    errors: list[BaseException] = []
+
+    def long_call() -> None:
+        try:
+            client.call("sleep", u64(60_000))
+        except BaseException as exc:
+            errors.append(exc)
+
+    caller = threading.Thread(target=long_call)
+    caller.start()
+    time.sleep(0.5)
+    killed = time.monotonic()
+    os.kill(proxy_pid(client), signal.SIGKILL)
+    caller.join(10)
+    assert not caller.is_alive()
+    assert time.monotonic() - killed < 5
+    assert len(errors) == 1
+    assert isinstance(errors[0], asylo.EnclaveUnavailable)
+    with pytest.raises(asylo.EnclaveUnavailable, match="unavailable"):
+        client.call("echo", b"later")
+    manager.destroy_enclave(client)  # reaps the dead proxy; the autouse fixture checks no child is left
+
+
+HOST_SCRIPT = """
+import sys, time
+import asylo
+manager = asylo.EnclaveManager()
+config = asylo.EnclaveLoadConfig("victim", remote=asylo.RemoteLoadConfig(sys.argv[1]),
+                                 config=asylo.EnclaveConfig(data=b"finalize-marker:" + sys.argv[2].encode()))
+client = manager.load_enclave(config)
+print(client.loaded_enclave.proxy.pid, flush=True)
+client.call("sleep", (60_000).to_bytes(8, "little"))
+"""
+
+
+def _become_subreaper() -> None:
+    import ctypes  # noqa: PLC0415 - Linux only, and only this test needs it
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_child_subreaper = 36
+    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
+        pytest.skip("cannot become a child subreaper here")
+
+
+def test_host_killed_mid_session(primitives_image_file: Path, tmp_path: Path) -> None:
+    """The host dies (SIGKILL) in the middle of a call: its proxy finalizes the enclave and exits within 10 s."""
+    _become_subreaper()  # the orphaned proxy becomes our child, so we can see it exit and reap it
+    marker = tmp_path / "finalized"
+    host = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT, str(primitives_image_file), str(marker)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert host.stdout is not None
+        pid = int(host.stdout.readline())
+        time.sleep(0.5)  # the host is now blocked in its call
+        host.kill()
+        host.wait()
+        killed = time.monotonic()
+        deadline = killed + 10
+        status = None
+        while time.monotonic() < deadline:
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+            if reaped == pid:
+                break
+            time.sleep(0.05)
+        assert status is not None and reaped == pid, "the proxy outlived its host by more than 10 s"
+        assert marker.read_text() == "finalized"
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+
+
+@pytest.fixture
+def manual_proxy(primitives_image_file: Path) -> Callable[..., tuple[subprocess.Popen[str], int, bytes]]:
+    """Start `asylo proxy` by hand, as an operator would; it is reaped after the test."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> tuple[subprocess.Popen[str], int, bytes]:
+        token = os.urandom(32)
+        proxy = subprocess.Popen([sys.executable, "-m", "asylo", "proxy", "--image", str(primitives_image_file),
+                                  "--token-stdin", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        started.append(proxy)
+        assert proxy.stdin is not None and proxy.stdout is not None
+        proxy.stdin.write(token.hex() + "\n")
+        proxy.stdin.close()
+        line = proxy.stdout.readline()
+        assert line.startswith(READY_PREFIX), line + (proxy.stderr.read() if proxy.stderr else "")
+        return proxy, int(line.removeprefix(READY_PREFIX)), token
+
+    yield start
+    for proxy in started:
+        if proxy.poll() is None:
+            proxy.terminate()
+        proxy.wait(10)
+        for stream in (proxy.stdout, proxy.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_wrong_token_is_permission_denied(manager: asylo.EnclaveManager, primitives_image_file: Path,
+                                          manual_proxy: Callable[..., tuple[subprocess.Popen[str], int, bytes]]
+                                          ) -> None:
+    proxy, port, token = manual_proxy()
+    wrong = asylo.RemoteLoadConfig(primitives_image_file, asylo.RemoteProxyClientConfig(
+        asylo.DirectProvision(f"127.0.0.1:{port}", bytes(32))))
+    with pytest.raises(asylo.PermissionDeniedError, match="wrong session token"):
+        manager.load_enclave(asylo.EnclaveLoadConfig("intruder", remote=wrong))
+    # The proxy still waits for its real host.
+    right = asylo.RemoteLoadConfig(primitives_image_file, asylo.RemoteProxyClientConfig(
+        asylo.DirectProvision(f"127.0.0.1:{port}", token)))
+    client = manager.load_enclave(asylo.EnclaveLoadConfig("owner", remote=right))
+    assert client.call("echo", b"mine") == b"mine"
+    manager.destroy_enclave(client)
+    assert proxy.wait(10) == 0  # one session, then it exits
+
+
+def test_proxy_gives_up_when_no_host_comes(manual_proxy: Callable[..., tuple[subprocess.Popen[str], int, bytes]]
+                                           ) -> None:
+    proxy, _, _ = manual_proxy("--hello-timeout", "0.5")
+    assert proxy.wait(10) == 1
+    assert proxy.stderr is not None
+    assert "no host connected within" in proxy.stderr.read()
+
+
+def test_plaintext_to_a_non_loopback_address_is_refused(manager: asylo.EnclaveManager,
+                                                        primitives_image_file: Path) -> None:
+    # Refused before any connection is attempted: no packet leaves for this address.
+    remote = asylo.RemoteLoadConfig(primitives_image_file, asylo.RemoteProxyClientConfig(
+        asylo.DirectProvision("192.0.2.10:4321", os.urandom(32))))
+    with pytest.raises(asylo.FailedPreconditionError, match="TLS"):
+        manager.load_enclave(asylo.EnclaveLoadConfig("far", remote=remote))
+    assert manager.loaded_enclaves() == []
+
+
+def _tls_provision(tmp_path: Path, *, trusted_ca: Path | None = None, client_cert: bool = True,
+                   mutual: bool = True) -> asylo.LocalProvision:
+    ca = create_dev_ca(tmp_path / "ca")
+    client_ca = trusted_ca or ca.ca_cert
+    credentials = asylo.ClientCredentials.tls(client_ca, cert_file=ca.client_cert if client_cert else None,
+                                              key_file=ca.client_key if client_cert else None)
+    tls = ProxyTls(ca.server_cert, ca.server_key, client_ca_file=ca.ca_cert if mutual else None)
+    return asylo.LocalProvision(tls=tls, credentials=credentials)
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mtls"])
+def test_tls(manager: asylo.EnclaveManager, primitives_image_file: Path, tmp_path: Path, mutual: bool) -> None:
+    remote = asylo.RemoteLoadConfig(primitives_image_file, asylo.RemoteProxyClientConfig(
+        _tls_provision(tmp_path, mutual=mutual)))
+    client = manager.load_enclave(asylo.EnclaveLoadConfig("tls", remote=remote))
+    assert client.call("echo", b"over TLS") == b"over TLS"
+
+
+def test_tls_with_an_untrusted_ca_is_refused(manager: asylo.EnclaveManager, primitives_image_file: Path,
+                                             tmp_path: Path) -> None:
+    other_ca = create_dev_ca(tmp_path / "other").ca_cert
+    remote = asylo.RemoteLoadConfig(primitives_image_file, asylo.RemoteProxyClientConfig(
+        _tls_provision(tmp_path, trusted_ca=other_ca), connect_timeout=5))
+    with pytest.raises(asylo.EnclaveUnavailable):
+        manager.load_enclave(asylo.EnclaveLoadConfig("untrusted", remote=remote))
+    assert manager.loaded_enclaves() == []
+
+
+def test_mtls_without_a_client_certificate_is_refused(manager: asylo.EnclaveManager, primitives_image_file: Path,
+                                                      tmp_path: Path) -> None:
+    remote = asylo.RemoteLoadConfig(primitives_image_file, asylo.RemoteProxyClientConfig(
+        _tls_provision(tmp_path, client_cert=False), connect_timeout=5))
+    with pytest.raises(asylo.EnclaveUnavailable):
+        manager.load_enclave(asylo.EnclaveLoadConfig("anonymous", remote=remote))
+
+
+def test_proxy_that_fails_to_start_is_a_clear_error(manager: asylo.EnclaveManager, primitives_image_file: Path,
+                                                    tmp_path: Path) -> None:
+    broken_python = tmp_path / "broken-python"
+    broken_python.write_text("#!/bin/sh\necho 'cannot start: no enclave support here' >&2\nexit 3\n")
+    broken_python.chmod(0o700)
+    remote = asylo.RemoteLoadConfig(primitives_image_file, asylo.RemoteProxyClientConfig(
+        asylo.LocalProvision(python=str(broken_python))))
+    with pytest.raises(asylo.EnclaveUnavailable, match=r"(?s)failed to start \(exit code 3\).*no enclave support"):
+        manager.load_enclave(asylo.EnclaveLoadConfig("broken", remote=remote))
+
+
+def test_debug_image_needs_debug_remotely(manager: asylo.EnclaveManager, tmp_path: Path,
+                                          quickstart_image: asylo.VerifiedImage, signing_key: object) -> None:
+    from asylo.cli.quickstart import quickstart_enclave_dir  # noqa: PLC0415
+    from asylo.image import build_image, write_image  # noqa: PLC0415
+
+    path = tmp_path / "demo.aimg"
+    write_image(path, build_image(quickstart_enclave_dir(), signing_key))  # type: ignore[arg-type]
+    with pytest.raises(asylo.FailedPreconditionError, match="debug enclave"):
+        manager.load_enclave(asylo.EnclaveLoadConfig("demo", remote=asylo.RemoteLoadConfig(path)))
+    client = manager.load_enclave(asylo.EnclaveLoadConfig("demo", remote=asylo.RemoteLoadConfig(path, debug=True)))
+    assert eventually(lambda: not client.closed)
