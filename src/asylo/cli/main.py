@@ -11,6 +11,7 @@ import sys
 import click
 
 from asylo import __version__
+from asylo.cli.bench_command import bench
 from asylo.cli.devca_command import dev_ca
 from asylo.cli.image_commands import build, inspect, keygen
 from asylo.cli.proxy_command import proxy
@@ -35,6 +36,7 @@ cli.add_command(inspect)
 cli.add_command(quickstart)
 cli.add_command(proxy)
 cli.add_command(dev_ca)
+cli.add_command(bench)
 
 
 def main() -> None:

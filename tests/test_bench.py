@@ -1,0 +1,46 @@
+"""`asylo bench --quick` runs end to end (raw echo server and proxy processes, all reaped) and writes its JSON.
+
+A smoke test only: the counts are tiny and no timing is asserted; the benchmark itself is run by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from asylo.cli.bench_command import bench
+
+
+def test_quick_bench_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "bench-results.json"
+    result = CliRunner().invoke(bench, ["--quick", "--json", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "empty call 64 B" in result.output
+    assert "targets met:" in result.output
+
+    document = json.loads(out.read_text())
+    assert document["schema"] == "asylo-bench/1"
+    assert document["settings"]["repeat"] == 1
+    assert isinstance(document["targets_met"], bool)
+    rows = {row["key"]: row for row in document["rows"]}
+    assert {"empty_call_64", "empty_call_65536", "empty_call_1048576", "nested_exit_call", "threads",
+            "bulk"} <= set(rows)
+    for row in rows.values():
+        for side in ("baseline", "asylo"):
+            assert row[side]["unit"] == row["unit"]
+            assert len(row[side]["rounds"]) == 1
+        assert row["baseline"]["median"] > 0
+        assert row["better"] in ("lower", "higher")
+        if row["target"] is None:
+            assert row["met"] is None
+        else:
+            assert row["met"] is (row["ratio"] <= row["target"]["ratio"] if row["better"] == "lower"
+                                  else row["ratio"] >= row["target"]["ratio"])
+    for key in ("empty_call_64", "empty_call_65536", "empty_call_1048576", "threads", "bulk"):
+        assert rows[key]["asylo"]["median"] > 0
+        assert math.isclose(rows[key]["ratio"], rows[key]["asylo"]["median"] / rows[key]["baseline"]["median"])
+    assert rows["empty_call_64"]["unit"] == "µs" and rows["empty_call_64"]["asylo"]["calls"] == 20
+    assert rows["threads"]["unit"] == "calls/s" and rows["bulk"]["unit"] == "MiB/s"
