@@ -164,6 +164,49 @@ def test_proxy_killed_mid_call(manager: asylo.EnclaveManager, load_primitives: L
     manager.destroy_enclave(client)  # reaps the dead proxy; the autouse fixture checks no child is left
 
 
+def test_stopped_proxy_is_noticed_by_keepalive(manager: asylo.EnclaveManager, load_primitives: Load) -> None:
+    """A proxy that stops answering without closing its socket (SIGSTOP: a hung machine, a cut cable) turns the
+    waiting call into EnclaveUnavailable within seconds, through keepalive pings."""
+    client = load_primitives()
+    errors: list[BaseException] = []
+
+    def long_call() -> None:
+        try:
+            client.call("sleep", u64(60_000))
+        except BaseException as exc:
+            errors.append(exc)
+
+    caller = threading.Thread(target=long_call)
+    caller.start()
+    time.sleep(0.5)
+    pid = proxy_pid(client)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stopped = time.monotonic()
+        caller.join(15)
+        assert not caller.is_alive()
+        assert time.monotonic() - stopped < 10
+        assert len(errors) == 1
+        assert isinstance(errors[0], asylo.EnclaveUnavailable)
+    finally:
+        manager.destroy_enclave(client)  # kills the stopped proxy and reaps it
+
+
+def test_load_destroy_cycles_leak_nothing(manager: asylo.EnclaveManager, load_primitives: Load) -> None:
+    """Pipes, sockets and event fds do not pile up over load/destroy cycles (gRPC keeps a few of its own for the
+    process, so what is checked is growth, not an exact count)."""
+
+    def cycles(count: int) -> int:
+        for index in range(count):
+            client = load_primitives(f"cycle-{index}")
+            assert client.call("echo", b"x") == b"x"
+            manager.destroy_enclave(client)
+        return len(list(Path("/proc/self/fd").iterdir()))
+
+    after_warm_up = cycles(3)
+    assert cycles(10) <= after_warm_up + 6
+
+
 HOST_SCRIPT = """
 import sys, time
 import asylo

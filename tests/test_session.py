@@ -7,12 +7,14 @@ interleavings of valid traffic, with and without hostile frames, and fuzzes `rec
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
+from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -36,6 +38,7 @@ from asylo.session import (
     SessionState,
     WelcomeReceived,
 )
+from asylo.session.body import FRAGMENT_OVERHEAD, decode_fragment, encode_fragments, join_extents
 from asylo.session.connection import Event
 from asylo.status import EnclaveUnavailable, FailedPreconditionError, ResourceExhaustedError, Status, StatusCode
 
@@ -73,8 +76,32 @@ def result_frame(call_id: int, thread: int, code: int = 0, message: str = "", ex
                                                 extents=extents))
 
 
-def fragment_frame(transfer_id: int, total_size: int, data: bytes) -> bytes:
-    return frame(fragment=session_pb2.Fragment(transfer_id=transfer_id, total_size=total_size, data=data))
+def call_header(call_id: int, thread: int, transfer: int, sizes: Sequence[int], selector: int = 0,
+                extents: Sequence[bytes] = ()) -> bytes:
+    """The header of a call whose extents (of `sizes`) follow in body transfer `transfer`."""
+    return frame(call=session_pb2.CallFrame(call_id=call_id, thread=thread, selector=selector, extents=extents,
+                                            body_transfer=transfer, extent_sizes=sizes))
+
+
+def result_header(call_id: int, thread: int, transfer: int, sizes: Sequence[int], code: int = 0, message: str = "",
+                  extents: Sequence[bytes] = ()) -> bytes:
+    return frame(result=session_pb2.ResultFrame(call_id=call_id, thread=thread, code=code, message=message,
+                                                extents=extents, body_transfer=transfer, extent_sizes=sizes))
+
+
+# Fragment fields in wire order: 1 transfer_id, 2 total_size, 3 data. The canonical order is the one body.py decodes
+# itself; any other is plain protobuf too, and must be read the same through the protobuf path.
+CANONICAL = (1, 2, 3)
+REORDERED = (3, 1, 2)
+ORDERS = [CANONICAL, REORDERED]
+
+
+def fragment_frame(transfer_id: int, total_size: int, data: bytes, order: tuple[int, ...] = CANONICAL) -> bytes:
+    """A Fragment frame with its fields in `order`, each written even when zero."""
+    fields = {1: b"\x08" + _varint(transfer_id), 2: b"\x10" + _varint(total_size),
+              3: b"\x1a" + _varint(len(data)) + data}
+    inner = b"".join(fields[number] for number in order)
+    return b"\x2a" + _varint(len(inner)) + inner
 
 
 def thread_gone_frame(thread: int) -> bytes:
@@ -103,9 +130,13 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def split(data: bytes, transfer_id: int, chunk: int = 3000) -> list[bytes]:
-    """Fragments of `data` as a sender would make them (any chunk size will do for the receiver)."""
-    return [fragment_frame(transfer_id, len(data), data[i:i + chunk]) for i in range(0, len(data), chunk)]
+def split(body: bytes, transfer_id: int, chunk: int = 3000, order: tuple[int, ...] = CANONICAL) -> list[bytes]:
+    """Fragments of a body (any chunk size will do for the receiver)."""
+    return [fragment_frame(transfer_id, len(body), body[i:i + chunk], order) for i in range(0, len(body), chunk)]
+
+
+def _payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
 
 
 def pump(frames: Iterable[bytes], receiver: Session) -> list[Event]:
@@ -136,18 +167,45 @@ def do_result(sender: Session, receiver: Session, call_id: int, thread: int, ext
     assert pump(sender.send_result(result), receiver) == [expected]
 
 
-def encoded_call_size(call: Call) -> int:
-    return len(frame(call=session_pb2.CallFrame(call_id=call.call_id, thread=call.thread, selector=call.selector,
-                                                extents=call.extents)))
+def inline(limits: SessionLimits, extents: Sequence[bytes]) -> bool:
+    """Whether a sender must send a message with `extents` in one frame rather than as a header and a body."""
+    size = sum(len(extent) for extent in extents)
+    return size == 0 or size + 11 * len(extents) + 256 <= limits.max_frame_size
 
 
-def call_of_size(size: int, call_id: int = 1, thread: int = 1) -> Call:
-    """A call whose encoded frame is exactly `size` bytes."""
-    for length in range(size, 0, -1):
-        call = Call(call_id, thread, 0, [b"\xab" * length])
-        if encoded_call_size(call) == size:
-            return call
-    raise AssertionError(f"no call of {size} bytes")
+def check_encoding(frames: Sequence[bytes], extents: Sequence[bytes], limits: SessionLimits) -> int:
+    """`frames` are what a sender must make of a call or result with `extents`: one frame carrying them when they fit
+    inline, else a header (no extents, their sizes, a transfer id) and full canonical fragments of their bytes, all
+    within max_frame_size. Returns the transfer id (0 inline)."""
+    assert frames and all(len(data) <= limits.max_frame_size for data in frames)
+    parsed = session_pb2.Frame.FromString(frames[0])
+    kind = parsed.WhichOneof("kind")
+    assert kind in ("call", "result")
+    message = parsed.call if kind == "call" else parsed.result
+    if inline(limits, extents):
+        assert len(frames) == 1 and list(message.extents) == list(extents)
+        assert not message.body_transfer and not message.extent_sizes
+        return 0
+    assert message.body_transfer and not message.extents
+    assert list(message.extent_sizes) == [len(extent) for extent in extents]
+    body, chunk = b"".join(extents), limits.max_frame_size - FRAGMENT_OVERHEAD
+    assert len(frames) == 1 + -(-len(body) // chunk)
+    pieces = []
+    for data in frames[1:]:
+        decoded = decode_fragment(data)
+        assert decoded is not None, "a sender writes canonical fragments"
+        transfer_id, total, piece = decoded
+        assert (transfer_id, total) == (message.body_transfer, len(body))
+        pieces.append(bytes(piece))
+    assert b"".join(pieces) == body and all(len(piece) == chunk for piece in pieces[:-1])
+    return message.body_transfer
+
+
+def sized_extents(total: int, count: int, seed: int = 0) -> list[bytes]:
+    """`count` extents adding up to `total` bytes: an empty one first when there are several, the rest alike."""
+    sizes = [0] + [total // (count - 1)] * (count - 1) if count > 1 else [total]
+    sizes[-1] += total - sum(sizes)
+    return [_payload(size, seed + index) for index, size in enumerate(sizes)]
 
 
 def assert_goodbye(data: bytes | None, status: Status) -> None:
@@ -561,13 +619,19 @@ def test_max_extents() -> None:
     do_call(host, enclave, 1, 1)
     assert_violation(host, host.receive(result_frame(1, 1, extents=[b"x"] * 4)), StatusCode.RESOURCE_EXHAUSTED,
                      "a result with 4 extents (max_extents 3)")
+    # A header counts the extents it announces.
+    host, enclave = open_pair(limits)
+    assert_violation(enclave, enclave.receive(call_header(1, 1, 1, [5000, 0, 0, 0])), StatusCode.RESOURCE_EXHAUSTED,
+                     "a call with 4 extents (max_extents 3)")
+    host, enclave = open_pair(limits)
+    do_call(host, enclave, 1, 1)
+    assert_violation(host, host.receive(result_header(1, 1, 1, [1] * 4)), StatusCode.RESOURCE_EXHAUSTED,
+                     "a result with 4 extents (max_extents 3)")
+    host, enclave = open_pair(limits)
+    do_call(host, enclave, 1, 1, [b""] * 2 + [_payload(5000)])
 
 
-# -- fragmentation ---------------------------------------------------------------------------------------------------
-
-def _payload(size: int, seed: int = 0) -> bytes:
-    return random.Random(seed).randbytes(size)
-
+# -- large calls and results: a header, then the body in fragments ---------------------------------------------------
 
 @pytest.mark.parametrize("sizes", [[4097], [10_000], [1, 30_000, 0, 30_000], [65_400]])
 def test_large_calls_and_results_round_trip_in_fragments_both_ways(sizes: list[int]) -> None:
@@ -576,43 +640,75 @@ def test_large_calls_and_results_round_trip_in_fragments_both_ways(sizes: list[i
     for sender, receiver, call_id in ((host, enclave, 1), (enclave, host, 2)):
         call = Call(call_id, 1, 3, extents)
         frames = sender.send_call(call)
-        assert len(frames) > 1 and all(len(data) <= SMALL.max_frame_size for data in frames)
+        assert check_encoding(frames, extents, SMALL) == 1  # each side numbers its own transfers
         for data in frames[:-1]:
             assert receiver.receive(data) == []
         assert receiver.receive(frames[-1]) == [call]
     for sender, receiver, call_id in ((host, enclave, 2), (enclave, host, 1)):
         frames = sender.send_result(Result(call_id, 1, Status(), extents[::-1]))
-        assert len(frames) > 1
+        assert check_encoding(frames, extents[::-1], SMALL) == 2
         assert pump(frames, receiver) == [Result(call_id, 1, Status(), extents[::-1])]
     assert host.calls_in_progress(1) == [] and enclave.calls_in_progress(1) == []
     assert enclave._reassembly_bytes == host._reassembly_bytes == 0
 
 
-def test_fragmentation_starts_just_above_max_frame_size() -> None:
+@pytest.mark.parametrize("count", [1, 2, 40])
+@pytest.mark.parametrize("kind", ["call", "result"])
+def test_a_body_transfer_starts_just_above_the_inline_threshold(kind: str, count: int) -> None:
     host, enclave = open_pair(SMALL)
-    exact, over = call_of_size(4096), call_of_size(4097, call_id=2, thread=2)
-    [whole] = host.send_call(exact)
-    assert len(whole) == 4096 and enclave.receive(whole) == [exact]
-    frames = host.send_call(over)
-    assert len(frames) == 2
-    assert pump(frames, enclave) == [over]
+    threshold = SMALL.max_frame_size - 256 - 11 * count
+    for call_id, size in enumerate((threshold - 1, threshold, threshold + 1, threshold + 2), start=1):
+        extents = sized_extents(size, count, seed=call_id)
+        if kind == "call":
+            frames = host.send_call(Call(call_id, call_id, 2**64 - 1, extents))
+            expected: Event = Call(call_id, call_id, 2**64 - 1, extents)
+        else:
+            do_call(host, enclave, call_id, call_id)
+            frames = enclave.send_result(Result(call_id, call_id, Status(), extents))
+            expected = Result(call_id, call_id, Status(), extents)
+        # Up to the threshold one frame (the largest ids and selector still fit), above it a header and one fragment.
+        assert len(frames) == (1 if size <= threshold else 2)
+        check_encoding(frames, extents, SMALL)
+        assert pump(frames, host if kind == "result" else enclave) == [expected]
+
+
+def test_empty_extents_always_travel_inline() -> None:
+    host, enclave = open_pair(SMALL)
+    frames = host.send_call(Call(1, 1, 0, [b""] * 1000))  # 11 bytes each by the estimate, but no body to send
+    assert len(frames) == 1 and check_encoding(frames, [b""] * 1000, SMALL) == 0
+    assert pump(frames, enclave) == [Call(1, 1, 0, [b""] * 1000)]
+
+
+def test_an_ok_result_with_a_long_message_sends_its_extents_as_a_body() -> None:
+    # The inline estimate does not count a result's status message; such a result must still go, as a body.
+    host, enclave = open_pair(SMALL)
+    do_call(host, enclave, 1, 1)
+    result = Result(1, 1, Status(StatusCode.OK, "m" * 400), [_payload(3700)])
+    frames = enclave.send_result(result)
+    assert len(frames) == 2 and all(len(data) <= SMALL.max_frame_size for data in frames)
+    assert session_pb2.Frame.FromString(frames[0]).result.body_transfer == 1
+    assert pump(frames, host) == [result]
 
 
 def test_a_message_of_exactly_max_message_size_travels() -> None:
     host, enclave = open_pair(SMALL)
-    call = call_of_size(65536)
-    assert pump(host.send_call(call), enclave) == [call]
+    call = Call(1, 1, 0, sized_extents(65536, 3))
+    frames = host.send_call(call)
+    check_encoding(frames, call.extents, SMALL)
+    assert pump(frames, enclave) == [call]
+    result = Result(1, 1, Status(), sized_extents(65536, 1, seed=5))
+    assert pump(enclave.send_result(result), host) == [result]
 
 
 def test_sending_a_message_over_max_message_size_raises_and_changes_nothing() -> None:
     host, enclave = open_pair(SMALL)
     with pytest.raises(ResourceExhaustedError, match="a call of 65537 bytes exceeds max_message_size"):
-        host.send_call(call_of_size(65537))
+        host.send_call(Call(1, 1, 0, sized_extents(65537, 2)))
     assert host.calls_in_progress(1) == [] and host.is_open
     small = Call(1, 1, 0, [b"fine"])  # the same id and thread work afterwards
     assert pump(host.send_call(small), enclave) == [small]
 
-    with pytest.raises(ResourceExhaustedError, match=r"a result of \d+ bytes exceeds max_message_size"):
+    with pytest.raises(ResourceExhaustedError, match="a result of 70000 bytes exceeds max_message_size"):
         enclave.send_result(Result(1, 1, Status(), [b"x" * 70_000]))
     assert enclave.calls_in_progress(1) == [(False, 1)] and enclave.is_open
     # The caller answers with that error instead.
@@ -644,6 +740,40 @@ def test_interleaved_fragments_of_several_transfers_reassemble_each() -> None:
     assert events == [result_b, result_a]
 
 
+def test_a_header_is_a_call_at_once_and_its_event_comes_with_the_last_fragment() -> None:
+    host, enclave = open_pair(SMALL)
+    call = Call(1, 1, 5, [_payload(9000)])
+    header, *fragments = host.send_call(call)
+    assert enclave.receive(header) == []
+    assert enclave.calls_in_progress(1) == [(False, 1)]  # in progress from the header on
+    assert enclave.receive(fragments[0]) == []
+    do_call(host, enclave, 2, 2)  # other threads go on meanwhile
+    assert pump(fragments[1:], enclave) == [call]
+    # A result header ends the call at once too.
+    result = Result(1, 1, Status(), [_payload(5000, 1)])
+    header, *fragments = enclave.send_result(result)
+    assert host.receive(header) == [] and host.calls_in_progress(1) == []
+    assert pump(fragments, host) == [result]
+
+
+def test_a_header_breaking_the_matching_rules_is_refused_before_its_body() -> None:
+    host, enclave = open_pair(SMALL)
+    header, *_ = host.send_call(Call(1, 1, 0, [_payload(9000)]))
+    assert enclave.receive(header) == []
+    assert_violation(enclave, enclave.receive(call_header(2, 1, 2, [5000])), StatusCode.INTERNAL,
+                     "a call on thread 1 while that thread is busy with call 1 here")
+    host, enclave = open_pair(SMALL)
+    enclave.receive(host.send_call(Call(1, 1, 0, [_payload(9000)]))[0])
+    assert_violation(enclave, enclave.receive(thread_gone_frame(1)), StatusCode.INTERNAL,
+                     "thread 1 ended with calls in progress")
+    host, _ = open_pair(SMALL)
+    assert_violation(host, host.receive(result_header(1, 1, 1, [5000])), StatusCode.INTERNAL,
+                     "a result for call 1, which is not in progress")
+    host, _ = open_pair(SMALL)
+    assert_violation(host, host.receive(call_header(1, 4, 1, [5000])), StatusCode.INTERNAL,
+                     "an exit call on thread 4, which has no entry call in progress")
+
+
 def test_a_truncated_fragment_is_a_violation() -> None:
     host, enclave = open_pair(SMALL)
     frames = host.send_call(Call(1, 1, 0, [_payload(10_000)]))
@@ -651,66 +781,152 @@ def test_a_truncated_fragment_is_a_violation() -> None:
     assert_violation(enclave, enclave.receive(frames[1][:-10]), StatusCode.INTERNAL, "undecodable frame")
 
 
-def test_a_transfer_longer_than_declared_is_a_violation() -> None:
+def _announced(total: int = 5000) -> Session:
+    """An enclave session that has received the header of a call whose body (transfer 1) is `total` bytes."""
     _, enclave = open_pair(SMALL)
-    assert enclave.receive(fragment_frame(1, 5000, b"x" * 3000)) == []
-    assert_violation(enclave, enclave.receive(fragment_frame(1, 5000, b"x" * 3000)), StatusCode.INTERNAL,
-                     "transfer 1 is longer than its declared 5000 bytes")
+    assert enclave.receive(call_header(1, 1, 1, [total - 1000, 1000])) == []
+    return enclave
 
 
-def test_a_transfer_that_changes_its_size_is_a_violation() -> None:
-    _, enclave = open_pair(SMALL)
-    assert enclave.receive(fragment_frame(1, 5000, b"x" * 3000)) == []
-    assert_violation(enclave, enclave.receive(fragment_frame(1, 6000, b"x" * 1000)), StatusCode.INTERNAL,
-                     "transfer 1 changed its size from 5000 to 6000")
+@pytest.mark.parametrize("order", ORDERS, ids=["canonical", "protobuf path"])
+@pytest.mark.parametrize("pieces", [[2000, 2000], [3001], [2999, 2], [1, 1000, 4000]])
+def test_a_transfer_longer_than_declared_is_a_violation(order: tuple[int, ...], pieces: list[int]) -> None:
+    enclave = _announced(3000)
+    for size in pieces[:-1]:
+        assert enclave.receive(fragment_frame(1, 3000, b"x" * size, order)) == []
+    assert_violation(enclave, enclave.receive(fragment_frame(1, 3000, b"x" * pieces[-1], order)),
+                     StatusCode.INTERNAL, "transfer 1 is longer than its declared 3000 bytes")
 
 
-@pytest.mark.parametrize("first", [True, False], ids=["first", "later"])
-def test_an_empty_fragment_is_a_violation(first: bool) -> None:
-    _, enclave = open_pair(SMALL)
+@pytest.mark.parametrize("order", ORDERS, ids=["canonical", "protobuf path"])
+@pytest.mark.parametrize(("first", "total"), [(True, 6000), (True, 0), (False, 6000), (False, 4000)])
+def test_a_transfer_that_changes_its_size_is_a_violation(order: tuple[int, ...], first: bool, total: int) -> None:
+    enclave = _announced()
     if not first:
-        assert enclave.receive(fragment_frame(1, 5000, b"x" * 3000)) == []
-    assert_violation(enclave, enclave.receive(fragment_frame(1, 5000, b"")), StatusCode.INTERNAL,
-                     "an empty fragment in transfer 1")
+        assert enclave.receive(fragment_frame(1, 5000, b"x" * 3000, order)) == []
+    assert_violation(enclave, enclave.receive(fragment_frame(1, total, b"x" * 1000, order)), StatusCode.INTERNAL,
+                     f"transfer 1 changed its size from 5000 to {total}")
 
 
-def test_fragments_that_reassemble_to_garbage_are_a_violation() -> None:
+@pytest.mark.parametrize("order", ORDERS, ids=["canonical", "protobuf path"])
+@pytest.mark.parametrize("first", [True, False], ids=["first", "later"])
+def test_an_empty_fragment_is_a_violation(order: tuple[int, ...], first: bool) -> None:
+    enclave = _announced()
+    if not first:
+        assert enclave.receive(fragment_frame(1, 5000, b"x" * 3000, order)) == []
+    empty = fragment_frame(1, 5000, b"", order)
+    assert (decode_fragment(empty) is None) == (order != CANONICAL)
+    assert_violation(enclave, enclave.receive(empty), StatusCode.INTERNAL, "an empty fragment in transfer 1")
+
+
+def _after_transfers() -> tuple[Session, Session]:
+    """A pair after three finished body transfers: 1 and 2 host -> enclave, 1 enclave -> host."""
+    host, enclave = open_pair(SMALL)
+    do_call(host, enclave, 1, 1, [_payload(5000)])
+    do_call(enclave, host, 1, 1, [_payload(5000, 1)])
+    do_result(host, enclave, 1, 1, [_payload(5000, 2)])
+    return host, enclave
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["canonical", "protobuf path"])
+@pytest.mark.parametrize(("receiver", "transfer"), [
+    ("enclave", 9), ("host", 9),  # never announced
+    ("enclave", 0), ("host", 0),  # 0 means no transfer
+    ("enclave", 2),  # finished already
+    ("host", 2),  # the host's own transfer 2, to the enclave: each direction has its own
+])
+def test_a_fragment_not_announced_by_a_header_is_a_violation(order: tuple[int, ...], receiver: str,
+                                                             transfer: int) -> None:
+    # Whatever the fragment carries, even a whole frame: only a call or result header opens a transfer.
+    for inner in (b"x" * 100, padded(hello_frame(), 200), goodbye_frame(), thread_gone_frame(1)):
+        session = _after_transfers()[0 if receiver == "host" else 1]
+        assert_violation(session, session.receive(fragment_frame(transfer, 5000, inner, order)), StatusCode.INTERNAL,
+                         f"a fragment of transfer {transfer}, which no call or result announced")
+
+
+def _awaiting_result() -> Session:
+    host, enclave = open_pair(SMALL)
+    do_call(host, enclave, 1, 1)
+    return host
+
+
+_CALL_SHAPES = [
+    (lambda: call_header(1, 1, 1, [5000], extents=[b"x"]), "a call with both extents and a body transfer"),
+    (lambda: call_header(1, 1, 0, [5000]), "a call with extent sizes but no body transfer"),
+    (lambda: call_header(1, 1, 0, [5], extents=[b"12345"]), "a call with extent sizes but no body transfer"),
+]
+_RESULT_SHAPES = [
+    (lambda: result_header(1, 1, 1, [5000], extents=[b"x"]), "a result with both extents and a body transfer"),
+    (lambda: result_header(1, 1, 0, [5000]), "a result with extent sizes but no body transfer"),
+    (lambda: result_header(1, 1, 0, [0]), "a result with extent sizes but no body transfer"),
+    (lambda: result_header(1, 1, 1, [5000], code=int(StatusCode.INTERNAL)),
+     "an error result for call 1 that carries extents"),
+    (lambda: result_header(1, 1, 0, [5], code=int(StatusCode.INTERNAL)),
+     "a result with extent sizes but no body transfer"),
+]
+
+
+@pytest.mark.parametrize(("make", "words"), _CALL_SHAPES + _RESULT_SHAPES)
+def test_a_header_of_the_wrong_shape_is_a_violation(make: object, words: str) -> None:
+    data = make()  # type: ignore[operator]
+    session = open_pair(SMALL)[1] if words.startswith("a call") else _awaiting_result()
+    assert_violation(session, session.receive(data), StatusCode.INTERNAL, words)
+
+
+@pytest.mark.parametrize("sizes", [[], [0], [0, 0, 0], [65537], [65536, 1], [2**64 - 1], [2**64 - 1] * 2,
+                                   [40_000, 30_000]])
+@pytest.mark.parametrize("kind", ["call", "result"])
+def test_a_body_of_no_bytes_or_over_max_message_size_is_a_violation(kind: str, sizes: list[int]) -> None:
+    if kind == "call":
+        session, data = open_pair(SMALL)[1], call_header(1, 1, 1, sizes)
+    else:
+        session, data = _awaiting_result(), result_header(1, 1, 1, sizes)
+    assert_violation(session, session.receive(data), StatusCode.RESOURCE_EXHAUSTED,
+                     f"a {kind} body of {sum(sizes)} bytes", "more than 0 and at most max_message_size 65536")
+
+
+@pytest.mark.parametrize("sizes", [[1], [0, 100, 0], [4096], [65536]])
+def test_a_body_of_any_size_up_to_max_message_size_is_accepted(sizes: list[int]) -> None:
+    # A sender sends small messages inline, but a receiver does not second-guess where it drew the line.
     _, enclave = open_pair(SMALL)
-    assert_violation(enclave, pump(split(b"\xff" * 5000, 1), enclave), StatusCode.INTERNAL, "undecodable frame")
+    extents = [_payload(size, seed) for seed, size in enumerate(sizes)]
+    assert enclave.receive(call_header(1, 1, 7, sizes, selector=3)) == []
+    assert pump(split(b"".join(extents), 7, chunk=1500), enclave) == [Call(1, 1, 3, extents)]
 
 
-@pytest.mark.parametrize("kind", ["hello", "welcome", "fragment", "thread_gone", "goodbye"])
-def test_only_calls_and_results_may_be_fragmented(kind: str) -> None:
-    inner = {
-        "hello": hello_frame(token=b"t" * 5000),
-        "welcome": padded(welcome_frame(), 5000),
-        "fragment": fragment_frame(9, 60_000, b"y" * 5000),
-        "thread_gone": padded(thread_gone_frame(1), 5000),
-        "goodbye": padded(goodbye_frame(), 5000),
-    }[kind]
-    for session in open_pair(SMALL):
-        assert_violation(session, pump(split(inner, 1), session), StatusCode.INTERNAL,
-                         f"a fragmented {kind} frame (only calls and results are fragmented)")
-
-
-@pytest.mark.parametrize("total", [65537, 2**64 - 1])
-def test_a_declared_size_over_max_message_size_is_a_violation(total: int) -> None:
+def test_a_duplicate_transfer_id_in_progress_is_a_violation() -> None:
     _, enclave = open_pair(SMALL)
-    assert_violation(enclave, enclave.receive(fragment_frame(1, total, b"x" * 100)), StatusCode.RESOURCE_EXHAUSTED,
-                     f"a fragmented message of {total} bytes", "at most max_message_size 65536")
+    assert enclave.receive(call_header(1, 1, 7, [5000])) == []
+    assert_violation(enclave, enclave.receive(call_header(2, 2, 7, [5000])), StatusCode.INTERNAL,
+                     "body transfer 7 is already in progress")
+    # A result's transfer and a call's share the ids of their direction.
+    host, enclave = open_pair(SMALL)
+    do_call(host, enclave, 1, 1)
+    do_call(host, enclave, 2, 2)
+    do_call(enclave, host, 3, 2)
+    assert host.receive(result_header(1, 1, 7, [5000])) == []
+    assert_violation(host, host.receive(call_header(4, 2, 7, [5000])), StatusCode.INTERNAL,
+                     "body transfer 7 is already in progress")
 
 
-@pytest.mark.parametrize("total", [0, 1, 100, 4096])
-def test_a_declared_size_that_fits_one_frame_is_a_violation(total: int) -> None:
-    host, _ = open_pair(SMALL)
-    assert_violation(host, host.receive(fragment_frame(1, total, b"x")), StatusCode.RESOURCE_EXHAUSTED,
-                     f"a fragmented message of {total} bytes", "more than max_frame_size")
+def test_a_transfer_id_may_be_reused_once_finished() -> None:
+    host, enclave = open_pair(SMALL)
+    for call_id in (1, 2):
+        call = Call(call_id, call_id, 0, [_payload(6000, call_id), b"", b"tail"])
+        assert enclave.receive(call_header(call_id, call_id, 7, [6000, 0, 4])) == []
+        assert pump(split(b"".join(call.extents), transfer_id=7), enclave) == [call]
+    # The other direction's transfer 7 is another transfer, in progress at the same time.
+    do_call(host, enclave, 3, 3)
+    assert host.receive(result_header(3, 3, 7, [5000])) == []
+    assert enclave.receive(call_header(4, 4, 7, [5000])) == []
+    assert pump(split(b"r" * 5000, 7), host) == [Result(3, 3, Status(), [b"r" * 5000])]
+    assert pump(split(b"c" * 5000, 7), enclave) == [Call(4, 4, 0, [b"c" * 5000])]
 
 
 def test_reassembly_is_bounded_by_max_reassembly_bytes() -> None:
     host, enclave = open_pair(SMALL)
     first, second, third = (host.send_call(Call(n, n, 0, [_payload(60_000, n)])) for n in (1, 2, 3))
-    assert enclave.receive(first[0]) == [] and enclave.receive(second[0]) == []  # 120 000 bytes held
+    assert enclave.receive(first[0]) == [] and enclave.receive(second[0]) == []  # 120 000 bytes announced
     assert_violation(enclave, enclave.receive(third[0]), StatusCode.RESOURCE_EXHAUSTED,
                      "would hold more than max_reassembly_bytes (131072)")
 
@@ -730,18 +946,173 @@ def test_transfers_in_progress_are_bounded() -> None:
     limits = SessionLimits(max_frame_size=4096, max_message_size=65536, max_reassembly_bytes=131072,
                            max_calls_in_flight=2)
     _, enclave = open_pair(limits)
-    assert enclave.receive(fragment_frame(1, 5000, b"x")) == []
-    assert enclave.receive(fragment_frame(2, 5000, b"x")) == []
-    assert_violation(enclave, enclave.receive(fragment_frame(3, 5000, b"x")), StatusCode.RESOURCE_EXHAUSTED,
-                     "too many fragmented messages in progress")
+    assert enclave.receive(call_header(1, 1, 1, [5000])) == []
+    assert enclave.receive(call_header(2, 2, 2, [5000])) == []
+    assert_violation(enclave, enclave.receive(call_header(3, 3, 3, [5000])), StatusCode.RESOURCE_EXHAUSTED,
+                     "too many body transfers in progress")
+    # Results' transfers count too, though their calls are over.
+    host, enclave = open_pair(limits)
+    do_call(host, enclave, 1, 1)
+    do_call(host, enclave, 2, 2)
+    for call_id in (1, 2):  # only the headers are in
+        assert host.receive(enclave.send_result(Result(call_id, call_id, Status(), [_payload(5000)]))[0]) == []
+    do_call(host, enclave, 3, 3)
+    assert_violation(host, pump(enclave.send_call(Call(1, 3, 0, [_payload(5000)]))[:1], host),
+                     StatusCode.RESOURCE_EXHAUSTED, "too many body transfers in progress")
+    # Finished ones do not.
+    host, enclave = open_pair(limits)
+    for call_id in range(1, 6):
+        do_call(host, enclave, call_id, 1, [_payload(5000, call_id)])
+        do_result(enclave, host, call_id, 1, [_payload(5000, call_id)])
 
 
-def test_a_transfer_id_may_be_reused_once_finished() -> None:
+@settings(max_examples=60, deadline=None)
+@given(extents=st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([b"", frame(goodbye=session_pb2.Goodbye()),
+                                                                          fragment_frame(1, 5, b"12345"), b"\xff"])),
+                        min_size=1, max_size=6).filter(any),
+       cuts=st.lists(st.integers(0, 300), max_size=8), orders=st.lists(st.permutations(CANONICAL), min_size=1))
+def test_a_body_arrives_byte_identical_however_it_is_cut_and_encoded(
+        extents: list[bytes], cuts: list[int], orders: list[list[int]]) -> None:
+    """Fragments may cut the body anywhere (across extents, mid-extent) and write their fields in any order: the
+    canonical ones are read by body.py, the others by protobuf, and the extents come out as sent, never parsed."""
+    body = b"".join(extents)
+    bounds = sorted({0, len(body), *(cut % len(body) for cut in cuts)})
     _, enclave = open_pair(SMALL)
-    for call_id in (1, 2):
-        call = Call(call_id, call_id, 0, [_payload(6000, call_id)])
-        data = frame(call=session_pb2.CallFrame(call_id=call_id, thread=call_id, extents=call.extents))
-        assert pump(split(data, transfer_id=7), enclave) == [call]
+    assert enclave.receive(call_header(1, 1, 5, [len(extent) for extent in extents])) == []
+    fragments = [fragment_frame(5, len(body), body[start:end], tuple(orders[index % len(orders)]))
+                 for index, (start, end) in enumerate(itertools.pairwise(bounds))]
+    assert pump(fragments, enclave) == [Call(1, 1, 0, extents)]
+    assert enclave._reassembly_bytes == 0
+
+
+@pytest.mark.parametrize("order", [(1, 3, 2), (2, 1, 3), (2, 3, 1), (3, 1, 2), (3, 2, 1)])
+def test_a_fragment_with_its_fields_in_another_order_is_read_through_protobuf_alike(order: tuple[int, ...]) -> None:
+    body = _payload(9000)
+    events = {}
+    for name, fields in (("canonical", CANONICAL), ("other", order)):
+        fragments = split(body, 1, 4000, fields)
+        assert all((decode_fragment(data) is None) == (fields != CANONICAL) for data in fragments)
+        _, enclave = open_pair(SMALL)
+        assert enclave.receive(call_header(1, 1, 1, [1000, 8000])) == []
+        events[name] = pump(fragments, enclave)
+    assert events["canonical"] == events["other"] == [Call(1, 1, 0, [body[:1000], body[1000:]])]
+
+
+# -- body.py: fragments on the wire ----------------------------------------------------------------------------------
+
+def _frame_fields(data: bytes) -> tuple[int, int, bytes] | None:
+    """What protobuf reads from `data` as a fragment frame: (transfer id, total size, data), or None."""
+    try:
+        parsed = session_pb2.Frame.FromString(data)
+    except DecodeError:
+        return None
+    if parsed.WhichOneof("kind") != "fragment":
+        return None
+    return parsed.fragment.transfer_id, parsed.fragment.total_size, parsed.fragment.data
+
+
+@settings(max_examples=150, deadline=None)
+@given(extents=st.lists(st.one_of(st.just(b""), st.binary(max_size=300)), max_size=8),
+       chunk=st.one_of(st.integers(1, 8), st.integers(1, 700)),
+       transfer_id=st.one_of(st.integers(1, 4), st.integers(1, 2**64 - 1)))
+def test_encode_fragments_decode_fragment_and_join_extents_round_trip(extents: list[bytes], chunk: int,
+                                                                      transfer_id: int) -> None:
+    body = b"".join(extents)
+    frames = list(encode_fragments(transfer_id, extents, chunk))
+    assert len(frames) == -(-len(body) // chunk)
+    pieces = []
+    for data in frames:
+        decoded = decode_fragment(data)
+        assert decoded is not None
+        decoded_id, total, piece = decoded
+        assert isinstance(piece, memoryview) and (decoded_id, total) == (transfer_id, len(body))
+        assert len(data) <= len(piece) + FRAGMENT_OVERHEAD
+        # Plain protobuf: protobuf reads the same fields, and would have written the very same bytes.
+        assert _frame_fields(data) == (transfer_id, len(body), bytes(piece))
+        assert session_pb2.Frame.FromString(data).SerializeToString() == data
+        pieces.append(piece)
+    assert all(len(piece) == chunk for piece in pieces[:-1]) and all(pieces)
+    assert b"".join(pieces) == body
+    joined = join_extents(pieces, [len(extent) for extent in extents])
+    assert joined == extents and all(type(extent) is bytes for extent in joined)
+
+
+@settings(max_examples=100, deadline=None)
+@given(extents=st.lists(st.binary(max_size=60), max_size=8), cuts=st.lists(st.integers(0, 500), max_size=10))
+def test_join_extents_cuts_pieces_cut_anywhere_into_the_extents(extents: list[bytes], cuts: list[int]) -> None:
+    body = b"".join(extents)
+    bounds = sorted({0, len(body), *(cut % (len(body) + 1) for cut in cuts)})
+    pieces = [memoryview(body)[start:end] for start, end in itertools.pairwise(bounds)]
+    joined = join_extents(pieces, [len(extent) for extent in extents])
+    assert joined == extents and all(type(extent) is bytes for extent in joined)
+
+
+@settings(max_examples=150, deadline=None)
+@given(transfer_id=st.integers(0, 2**64 - 1), total=st.integers(0, 2**64 - 1), data=st.binary(max_size=40),
+       order=st.permutations(CANONICAL))
+def test_decode_fragment_reads_the_canonical_order_only_and_as_protobuf_does(
+        transfer_id: int, total: int, data: bytes, order: list[int]) -> None:
+    framed = fragment_frame(transfer_id, total, data, tuple(order))
+    assert _frame_fields(framed) == (transfer_id, total, data)
+    decoded = decode_fragment(framed)
+    if tuple(order) == CANONICAL:
+        assert decoded is not None and (decoded[0], decoded[1], bytes(decoded[2])) == (transfer_id, total, data)
+    else:
+        assert decoded is None  # left to protobuf
+
+
+def _raw_varint(value: int, padding: int) -> bytes:
+    """`value` as a varint with `padding` needless continuation bytes (protobuf reads those too)."""
+    encoded = bytearray(_varint(value))
+    if padding:
+        encoded[-1] |= 0x80
+        encoded += b"\x80" * (padding - 1) + b"\x00"
+    return bytes(encoded)
+
+
+_VARINT_VALUES = st.one_of(st.integers(0, 300), st.integers(2**64 - 2, 2**64 + 2), st.integers(0, 2**70 - 1))
+
+
+@st.composite
+def _fragment_like(draw: st.DrawFn) -> bytes:
+    """Bytes close to a canonical fragment frame: odd varints (long, padded, beyond 64 bits), wrong lengths and
+    tags, extra fields, and mutations of all that."""
+    canonical = [0x08, 0x10, 0x1A]
+    tags = canonical if draw(st.booleans()) else draw(st.lists(st.sampled_from([*canonical, 0x18, 0x22, 0x7A]),
+                                                               max_size=4))
+    inner = b""
+    for tag in tags:
+        if tag & 7 == 2:
+            payload = draw(st.binary(max_size=12))
+            length = len(payload) + draw(st.sampled_from([0, 0, 0, -1, 1]))
+            inner += bytes([tag]) + _raw_varint(max(length, 0), draw(st.integers(0, 2))) + payload
+        else:
+            inner += bytes([tag]) + _raw_varint(draw(_VARINT_VALUES), draw(st.sampled_from([0, 0, 1, 5])))
+    length = len(inner) + draw(st.sampled_from([0, 0, 0, -1, 1]))
+    data = bytes([draw(st.sampled_from([0x2A, 0x2A, 0x22, 0x0A]))]) + _raw_varint(max(length, 0),
+                                                                                 draw(st.integers(0, 3))) + inner
+    if draw(st.booleans()):
+        data = _mutate(data, *draw(_MUTATIONS))
+    return data
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(st.binary(max_size=64), _fragment_like()))
+def test_decode_fragment_never_raises_and_never_disagrees_with_protobuf(data: bytes) -> None:
+    decoded = decode_fragment(data)
+    if decoded is not None:
+        assert _frame_fields(data) == (decoded[0], decoded[1], bytes(decoded[2]))
+
+
+def test_a_varint_beyond_64_bits_is_left_to_protobuf() -> None:
+    # Ten bytes can say more than 64 bits; protobuf keeps the low 64, so the session must read the frame as that.
+    inner = b"\x08" + b"\xff" * 9 + b"\x7f" + b"\x10\x01\x1a\x01x"
+    data = b"\x2a" + _varint(len(inner)) + inner
+    assert decode_fragment(data) is None
+    assert _frame_fields(data) == (2**64 - 1, 1, b"x")
+    _, enclave = open_pair(SMALL)
+    assert enclave.receive(call_header(1, 1, 2**64 - 1, [1])) == []
+    assert enclave.receive(data) == [Call(1, 1, 0, [b"x"])]
 
 
 # -- goodbye ---------------------------------------------------------------------------------------------------------
@@ -819,12 +1190,17 @@ def test_a_goodbye_with_a_long_reason_still_fits_one_frame() -> None:
 # -- properties ------------------------------------------------------------------------------------------------------
 
 THREADS = (0, 1, 2, 2**64 - 1)
-_SIZES = st.one_of(st.integers(0, 40), st.sampled_from([4000, 4050, 4096, 4097]), st.integers(4000, 14_000))
+# Sizes around the inline threshold of one to three extents (4096 - 256 - 11 * n), and bodies of a few fragments.
+_SIZES = st.one_of(st.integers(0, 40), st.sampled_from([3807, 3808, 3818, 3819, 3829, 3830, 4096]),
+                   st.integers(3700, 14_000))
 # Extents as (seed, size): the bytes themselves come from a seeded generator, so big payloads stay cheap to draw.
 _EXTENTS = st.lists(st.tuples(st.integers(0, 2**16), _SIZES), max_size=3).map(
     lambda specs: [_payload(size, seed) for seed, size in specs])
 _CODES = st.sampled_from(list(StatusCode))
 _UNCHECKED: list[Event] = [SessionEnded(Status(StatusCode.UNKNOWN, "unchecked"), by_peer=False)]
+# The state machines let several bodies be in progress per direction (one per thread), so reassembly gets room for
+# them; everything else is SMALL.
+STREAM = SessionLimits(max_frame_size=4096, max_message_size=65536, max_reassembly_bytes=4 * 65536)
 
 
 def check_receive(session: Session, data: bytes) -> list[Event]:
@@ -842,6 +1218,9 @@ def check_receive(session: Session, data: bytes) -> list[Event]:
                                                                        SessionState.HELLO_RECEIVED,
                                                                        SessionState.AWAITING_WELCOME,
                                                                        SessionState.OPEN}
+        if not events and session.state is SessionState.OPEN:
+            # Nothing to report: it can only have been a fragment, or the header of a body.
+            assert decode_fragment(data) is not None or _parsed_kind(data) == "fragment" or body_header(data)
         return events
     [end] = ended
     if end.by_peer:
@@ -854,15 +1233,48 @@ def check_receive(session: Session, data: bytes) -> list[Event]:
     return events
 
 
+def _parsed_kind(data: bytes) -> str | None:
+    try:
+        kind: str | None = session_pb2.Frame.FromString(data).WhichOneof("kind")
+    except DecodeError:
+        return None
+    return kind
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A call or result whose header a side has accepted and whose body is still coming."""
+
+    kind: type
+    call_id: int
+    transfer: int
+    total: int
+
+
+def body_header(data: bytes) -> tuple[int, _Pending] | None:
+    """(thread, what it announces) if `data` is the header of a call or result with a body."""
+    if decode_fragment(data) is not None or _parsed_kind(data) not in ("call", "result"):
+        return None
+    parsed = session_pb2.Frame.FromString(data)
+    message = parsed.call if parsed.HasField("call") else parsed.result
+    if not message.body_transfer:
+        return None
+    kind = Call if parsed.HasField("call") else Result
+    return message.thread, _Pending(kind, message.call_id, message.body_transfer, sum(message.extent_sizes))
+
+
 @dataclass
 class _InFlight:
-    frames: deque[bytes]
-    expected: Event  # what the receiver reports when the last frame arrives
+    frames: deque[bytes] = field(repr=False)
+    expected: Event = field(repr=False)  # what the receiver reports when the last frame arrives
+    started: bool = False  # its first frame (the whole message, or its header) is in
+    barrier: bool = False  # a goodbye: it waits for everything sent before it, and nothing after it passes it
 
 
 class _Side:
     """What the application on one side knows: the calls it made and the calls it received, per thread (innermost
-    last), built only from what it sent and the events its session gave it."""
+    last), built only from what it sent and the events its session gave it; and the headers its session accepted
+    whose bodies are still coming (at most one per thread: the thread's next move waits for that message)."""
 
     def __init__(self, session: Session, first_id: int) -> None:
         self.session = session
@@ -872,6 +1284,7 @@ class _Side:
         self.received: set[int] = set()
         self.next_id = first_id
         self.reusable: list[int] = []
+        self.pending: dict[int, _Pending] = {}
 
     @property
     def open(self) -> bool:
@@ -910,8 +1323,28 @@ class _Side:
         if not self.stacks[thread] and self.role is Role.HOST:
             del self.stacks[thread]
 
+    def accepted_header(self, thread: int, pending: _Pending) -> None:
+        assert thread not in self.pending, "a second body on a thread whose body is still coming"
+        self.pending[thread] = pending
+
+    def expected_stack(self, thread: int) -> list[tuple[bool, int]]:
+        """What the session must hold for `thread`: the application's view, with the accepted headers applied."""
+        stack = list(self.stacks.get(thread, []))
+        pending = self.pending.get(thread)
+        if pending is not None and pending.kind is Call:
+            stack.append((False, pending.call_id))
+        elif pending is not None:
+            assert stack[-1] == (True, pending.call_id), "a result header accepted for another call"
+            stack.pop()
+        return stack
+
     def observe(self, event: Event) -> None:
         """Check that `event` is routed where it belongs, and note it."""
+        if isinstance(event, (Call, Result)):
+            # A thread with a body coming gets nothing before that body's own call or result.
+            pending = self.pending.pop(event.thread, None)
+            assert pending is None or (pending.kind, pending.call_id) == (type(event), event.call_id), (event, pending)
+            assert pending is None or pending.total == sum(len(extent) for extent in event.extents)
         if isinstance(event, Result):
             # The heart of it: a result answers the innermost call this side has in progress on that thread.
             assert self.top(event.thread) == (True, event.call_id), (event, self.stacks)
@@ -932,21 +1365,23 @@ class _Side:
             self.received.add(event.call_id)
         elif isinstance(event, ThreadGone):
             assert self.role is Role.ENCLAVE and not self.stacks.get(event.thread)
+            assert event.thread not in self.pending
             self.stacks.pop(event.thread, None)
         else:
             assert isinstance(event, SessionEnded), f"unexpected {event!r} after the handshake"
 
 
 class SessionPair(RuleBasedStateMachine):
-    """A HOST and an ENCLAVE session back to back, driven through random valid traffic on several threads, frames
-    delivered in stream order per direction with the two directions interleaved arbitrarily."""
+    """A HOST and an ENCLAVE session back to back, driven through random valid traffic on several threads. Each
+    direction is a stream: messages start (their one frame, or their header) in the order they were sent, but a body's
+    fragments may trail behind, interleaved with other messages' frames; the two directions interleave arbitrarily."""
 
     def __init__(self) -> None:
         super().__init__()
-        host, enclave = open_pair(SMALL)
+        host, enclave = open_pair(STREAM)
         self.sides = {Role.HOST: _Side(host, 0), Role.ENCLAVE: _Side(enclave, 0)}
-        # Frames on their way to each side, in stream order.
-        self.inflight: dict[Role, deque[_InFlight]] = {Role.HOST: deque(), Role.ENCLAVE: deque()}
+        # Messages on their way to each side, in the order they were sent.
+        self.inflight: dict[Role, list[_InFlight]] = {Role.HOST: [], Role.ENCLAVE: []}
         self.history: list[tuple[Role, bytes]] = []
         self.tainted = False  # a hostile frame was injected: from then on only the promises are checked
         self.entered: set[int] = set()  # host threads that made an entry call since they last ended
@@ -969,16 +1404,50 @@ class SessionPair(RuleBasedStateMachine):
         self.host.next_id, self.enclave.next_id = host_base, enclave_base
 
     def _send(self, side: _Side, frames: list[bytes], expected: Event) -> None:
-        assert frames and all(len(data) <= SMALL.max_frame_size for data in frames)
-        self.inflight[self.peer(side).role].append(_InFlight(deque(frames), expected))
+        assert frames and all(len(data) <= STREAM.max_frame_size for data in frames)
+        self.inflight[self.peer(side).role].append(_InFlight(deque(frames), expected,
+                                                             barrier=isinstance(expected, SessionEnded)))
+
+    def _send_message(self, side: _Side, frames: list[bytes], extents: list[bytes], expected: Event) -> None:
+        transfer = check_encoding(frames, extents, STREAM)
+        if transfer and not self.tainted:  # not the id of a body still on its way (or coming in) in that direction
+            headers = [body_header(message.frames[0]) for message in self.inflight[self.peer(side).role]
+                       if not message.started]
+            assert transfer not in {header[1].transfer for header in headers if header is not None}
+            assert transfer not in {pending.transfer for pending in self.peer(side).pending.values()}
+        self._send(side, frames, expected)
+
+    def _ready(self, role: Role) -> list[_InFlight]:
+        """The messages whose next frame may come next on the stream to `role`."""
+        ready: list[_InFlight] = []
+        for message in self.inflight[role]:
+            if message.started:
+                ready.append(message)
+                continue
+            if not (message.barrier and ready):
+                ready.append(message)
+            break
+        return ready
+
+    def _deliver(self, role: Role, message: _InFlight) -> None:
+        data = message.frames.popleft()
+        message.started = True
+        if not message.frames:
+            self.inflight[role].remove(message)
+        self._receive(self.sides[role], data, [message.expected] if not message.frames else [])
 
     def _receive(self, side: _Side, data: bytes, expected: list[Event]) -> None:
         self.history.append((side.role, data))
-        if side.session.state in TERMINAL:
+        before = side.session.state
+        if before in TERMINAL:
             expected = []  # a side that has ended takes nothing more
         events = check_receive(side.session, data)
         if not self.tainted and expected is not _UNCHECKED:
             assert events == expected
+        if before is SessionState.OPEN and side.session.state is SessionState.OPEN and not events:
+            header = body_header(data)
+            if header is not None:
+                side.accepted_header(*header)
         for event in events:
             side.observe(event)
         if events and isinstance(events[0], SessionEnded) and not events[0].by_peer:
@@ -1006,7 +1475,7 @@ class SessionPair(RuleBasedStateMachine):
         side.made_call(call)
         if side.role is Role.HOST:
             self.entered.add(thread)
-        self._send(side, frames, Call(call.call_id, thread, selector, list(extents)))
+        self._send_message(side, frames, extents, Call(call.call_id, thread, selector, list(extents)))
 
     def _can_answer(self) -> bool:
         return any(side.open and any(side.can_answer(t) for t in THREADS) for side in self.sides.values())
@@ -1031,7 +1500,8 @@ class SessionPair(RuleBasedStateMachine):
         result = Result(top[1], thread, Status(code, message), extents)
         frames = side.session.send_result(result)
         side.answered(result)
-        self._send(side, frames, Result(top[1], thread, result.status, list(extents) if code == StatusCode.OK else []))
+        sent = list(extents) if code == StatusCode.OK else []
+        self._send_message(side, frames, sent, Result(top[1], thread, result.status, sent))
 
     def _ended_threads(self) -> list[int]:
         # Threads that entered since they last ended and are idle now (ending others is legal but adds little).
@@ -1059,19 +1529,14 @@ class SessionPair(RuleBasedStateMachine):
             if not roles:
                 return
             role = data.draw(st.sampled_from(roles), label="to")
-            queue = self.inflight[role]
-            head = queue[0]
-            data_frame = head.frames.popleft()
-            if not head.frames:
-                queue.popleft()
-            self._receive(self.sides[role], data_frame, [head.expected] if not head.frames else [])
+            self._deliver(role, data.draw(st.sampled_from(self._ready(role)), label="message"))
 
     @invariant()
     def sessions_agree_with_what_their_applications_saw(self) -> None:
         self.steps += 1
         for side in self.sides.values():
-            for thread in set(THREADS) | set(side.stacks):
-                assert side.session.calls_in_progress(thread) == side.stacks.get(thread, [])
+            for thread in set(THREADS) | set(side.stacks) | set(side.pending):
+                assert side.session.calls_in_progress(thread) == side.expected_stack(thread)
             if not self.tainted:
                 assert side.session.state is not SessionState.ERROR
 
@@ -1080,17 +1545,16 @@ class SessionPair(RuleBasedStateMachine):
             return
         # Everything sent arrives as sent, and leaves both sides in agreement.
         while any(self.inflight.values()):
-            for role, queue in self.inflight.items():
-                if queue:
-                    head = queue[0]
-                    data = head.frames.popleft()
-                    if not head.frames:
-                        queue.popleft()
-                    self._receive(self.sides[role], data, [head.expected] if not head.frames else [])
+            for role in Role:
+                if self.inflight[role]:
+                    self._deliver(role, self._ready(role)[-1])
+        for side in self.sides.values():
+            assert not side.pending or not side.open
         if self.host.open and self.enclave.open:
             for thread in THREADS:
                 mine = [(not made, call_id) for made, call_id in self.host.stacks.get(thread, [])]
                 assert self.enclave.session.calls_in_progress(thread) == mine
+            assert self.host.session._reassembly_bytes == self.enclave.session._reassembly_bytes == 0
 
 
 def _mutate(data: bytes, how: str, position: int, junk: bytes) -> bytes:
@@ -1109,6 +1573,9 @@ def _mutate(data: bytes, how: str, position: int, junk: bytes) -> bytes:
 _MUTATIONS = st.tuples(st.sampled_from(["flip", "truncate", "insert", "overwrite"]), st.integers(0, 2**16),
                        st.binary(min_size=1, max_size=8))
 _SMALL_IDS = st.one_of(st.integers(0, 4), st.just(2**64 - 1), st.integers(0, 2**64 - 1))
+_ORDERS = st.permutations(CANONICAL).map(tuple)
+_BODY_SIZES = st.lists(st.one_of(st.sampled_from([0, 1, 3000, 5000, 65536, 65537, 2**64 - 1]), st.integers(0, 2**20)),
+                       max_size=3)
 _HOSTILE_FRAMES = st.one_of(
     st.builds(hello_frame, st.integers(0, 3), st.binary(max_size=8)),
     st.builds(welcome_frame, st.integers(0, 3)),
@@ -1116,9 +1583,13 @@ _HOSTILE_FRAMES = st.one_of(
                                                                                           max_size=3)),
     st.builds(result_frame, _SMALL_IDS, _SMALL_IDS, st.integers(-2**31, 2**31 - 1), st.text(max_size=8),
               st.lists(st.binary(max_size=8), max_size=3)),
-    st.builds(fragment_frame, st.integers(0, 3),
+    st.builds(call_header, _SMALL_IDS, _SMALL_IDS, st.integers(0, 4), _BODY_SIZES, st.integers(0, 3),
+              st.lists(st.binary(max_size=8), max_size=2)),
+    st.builds(result_header, _SMALL_IDS, _SMALL_IDS, st.integers(0, 4), _BODY_SIZES, st.sampled_from([0, 0, 2]),
+              st.text(max_size=8), st.lists(st.binary(max_size=8), max_size=2)),
+    st.builds(fragment_frame, st.integers(0, 4),
               st.one_of(st.sampled_from([0, 1, 4096, 4097, 4100, 65536, 65537, 2**64 - 1]), st.integers(0, 2**20)),
-              st.one_of(st.binary(max_size=64), st.builds(bytes, st.sampled_from([4000, 4096])))),
+              st.one_of(st.binary(max_size=64), st.builds(bytes, st.sampled_from([4000, 4096]))), _ORDERS),
     st.builds(thread_gone_frame, _SMALL_IDS),
     st.builds(goodbye_frame, st.integers(-2**31, 2**31 - 1), st.text(max_size=8)),
 )
@@ -1128,6 +1599,7 @@ class HostileSessionPair(SessionPair):
     """The same traffic, with garbage, mutated, replayed and forged frames injected into either side."""
 
     injected = 0
+    forged_bodies = 0
 
     # A few injections, after some traffic has built up, into a side that is still open: the first violation ends
     # a side, so injecting earlier or more often would mostly test sessions that are already over.
@@ -1141,26 +1613,30 @@ class HostileSessionPair(SessionPair):
         if kind == "aimed" and any(self.sides[role].sent for role in targets):
             targets = [role for role in targets if self.sides[role].sent]
         role = data.draw(st.sampled_from(targets), label="target")
-        queue = self.inflight[role]
         side = self.sides[role]
         if kind == "aimed":
             # Forged with the ids the target really has in progress, so that it tests the matching rules rather than
             # bouncing off unknown ids: mostly results for its own calls (outer ones, or on the wrong thread), and
-            # calls on busy threads or with ids in use, thread_gone for busy threads.
+            # calls on busy threads or with ids in use, thread_gone for busy threads; some announcing a body.
             ids = sorted(side.sent) or [self.sides[r].next_id + 1 for r in Role]
             call_id = data.draw(st.one_of(st.sampled_from(ids), st.sampled_from(sorted(side.received) or ids)),
                                 label="call id")
             thread = data.draw(st.sampled_from(THREADS), label="thread")
+            transfer = data.draw(st.sampled_from(sorted({1, 2, 40} | {p.transfer for p in side.pending.values()})),
+                                 label="transfer")
             hostile = data.draw(st.sampled_from([
                 result_frame(call_id, thread), result_frame(call_id, thread, extents=[b"forged"]),
                 result_frame(call_id, thread, code=int(StatusCode.ABORTED), message="forged"),
+                result_header(call_id, thread, transfer, [5000]),
+                result_header(call_id, thread, transfer, [5000], code=int(StatusCode.ABORTED)),
                 result_frame(call_id, thread), call_frame(call_id, thread, extents=[b"forged"]),
-                thread_gone_frame(thread)]), label="aimed")
-        elif kind == "mutate in flight" and queue:
-            head = queue[0]
-            hostile = _mutate(head.frames.popleft(), *mutation)  # instead of the frame it replaces
-            if not head.frames:
-                queue.popleft()
+                call_header(call_id, thread, transfer, [0, 5000]), thread_gone_frame(thread)]), label="aimed")
+        elif kind == "mutate in flight" and self._ready(role):
+            message = data.draw(st.sampled_from(self._ready(role)), label="message")
+            hostile = _mutate(message.frames.popleft(), *mutation)  # instead of the frame it replaces
+            message.started = True
+            if not message.frames:
+                self.inflight[role].remove(message)
         elif kind == "replay" and self.history:
             hostile = data.draw(st.sampled_from(self.history), label="replayed")[1]
         elif kind == "forged":
@@ -1168,7 +1644,47 @@ class HostileSessionPair(SessionPair):
         else:
             hostile = data.draw(st.binary(max_size=64), label="garbage")
         self.tainted = True
-        self._receive(self.sides[role], hostile, _UNCHECKED)
+        self._receive(side, hostile, _UNCHECKED)
+
+    def _next_body(self, role: Role) -> _InFlight | None:
+        """A message with a body that may start next on the stream to `role`."""
+        ready = self._ready(role)
+        return ready[-1] if ready and not ready[-1].started and len(ready[-1].frames) > 1 else None
+
+    def _can_forge_body(self, role: Role) -> bool:
+        side = self.sides[role]
+        return side.open and bool(side.pending or self._next_body(role))
+
+    @precondition(lambda self: self.forged_bodies < 2 and any(self._can_forge_body(role) for role in Role))
+    @rule(data=st.data(), how=st.sampled_from(["complete", "complete", "piece", "too long", "wrong size", "empty"]),
+          order=_ORDERS)
+    def forge_body(self, data: st.DataObject, how: str, order: tuple[int, ...]) -> None:
+        """Fragments for a body the target really has coming (its header let in first if need be): the rest of it
+        forged (the call or result must still reach the one it belongs to), a stray piece, too much, the wrong size
+        or nothing, in either decoding path."""
+        self.forged_bodies += 1
+        role = data.draw(st.sampled_from([role for role in Role if self._can_forge_body(role)]), label="target")
+        side = self.sides[role]
+        if not side.pending:
+            message = self._next_body(role)
+            assert message is not None
+            self._deliver(role, message)
+            if not side.pending:
+                return  # refused: the target was already off the rails
+        target = data.draw(st.sampled_from(sorted(side.pending.values(), key=lambda p: p.transfer)), label="body")
+        # What is left of it: the data of its fragments still on the way (all of it, if the header was forged).
+        remaining = target.total
+        for message in self.inflight[role]:
+            fragments = [decode_fragment(frame) for frame in message.frames] if message.started else []
+            if fragments and fragments[0] is not None and fragments[0][0] == target.transfer:
+                remaining = sum(len(fragment[2]) for fragment in fragments if fragment is not None)
+        size, total = {"complete": (remaining, target.total), "piece": (1, target.total),
+                       "too long": (remaining + 1, target.total), "wrong size": (1, target.total + 1),
+                       "empty": (0, target.total)}[how]
+        self.tainted = True
+        forged = b"\xee" * size
+        for start in range(0, max(size, 1), 4000):
+            self._receive(side, fragment_frame(target.transfer, total, forged[start:start + 4000], order), _UNCHECKED)
 
 
 def test_random_valid_traffic_is_delivered_exactly_and_never_mis_routed() -> None:
@@ -1241,14 +1757,14 @@ def _reachable(name: str) -> Session:
     host, enclave = open_pair(SMALL)
     session = host if role == "host" else enclave
     if state == "busy":
-        # Nested calls in progress on two threads, and half a transfer received each way.
+        # Nested calls in progress on two threads, and part of a body received each way (a header and a fragment).
         do_call(host, enclave, 1, 1)
         do_call(enclave, host, 1, 1)
         do_call(host, enclave, 2, 1)
         do_call(host, enclave, 3, 2)
         do_result(enclave, host, 3, 2)
-        enclave.receive(host.send_call(Call(4, 3, 0, [b"x" * 9000]))[0])
-        host.receive(enclave.send_call(Call(2, 1, 0, [b"y" * 9000]))[0])
+        assert pump(host.send_call(Call(4, 3, 0, [b"x" * 9000]))[:2], enclave) == []
+        assert pump(enclave.send_call(Call(2, 1, 0, [b"y" * 9000]))[:2], host) == []
     elif state == "closed":
         session.receive(goodbye_frame())
     elif state == "failed":
@@ -1258,12 +1774,14 @@ def _reachable(name: str) -> Session:
 
 _STATES = [f"{role} {state}" for role in ("host", "enclave")
            for state in ("fresh", "handshaking", "open", "busy", "closed", "failed")]
-# Frames a peer could send: valid ones of every kind (some fragments of a real call), and the same mutated.
+# Frames a peer could send: valid ones of every kind (headers and fragments of real bodies, among them some of the
+# transfers the busy states have in progress), and the same mutated.
 _VALID = [hello_frame(), welcome_frame(), call_frame(1, 1), call_frame(5, 1, 2, [b"a", b"b"]), result_frame(1, 1),
           result_frame(2, 1, extents=[b"r"]), result_frame(2, 1, code=5, message="m"), thread_gone_frame(1),
           thread_gone_frame(3), goodbye_frame(), goodbye_frame(14, "bye"),
-          *split(frame(call=session_pb2.CallFrame(call_id=9, thread=3, extents=[b"z" * 9000])), 1),
-          *split(frame(result=session_pb2.ResultFrame(call_id=2, thread=1, extents=[b"z" * 9000])), 2)]
+          call_header(9, 3, 2, [4000, 0, 5000]), *split(b"z" * 9000, 1), *split(b"z" * 9000, 2, order=REORDERED),
+          result_header(2, 1, 2, [9000]), result_header(4, 3, 1, [1, 8999]),
+          *split(b"z" * 9000, 1, chunk=4000, order=REORDERED)]
 _FUZZ_FRAMES = st.one_of(
     st.binary(max_size=200),
     _HOSTILE_FRAMES,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def proxy(image_path: Path, listen: str, token_stdin: bool, token_file: Path | N
     Prints `ASYLO-PROXY-READY port=N` on standard output once it listens. The host connects with the session
     token; any other token is refused. Normally started by local provisioning, not by hand.
     """
+    if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]\s]+):\d{1,5}", listen):
+        raise click.UsageError(f"--listen takes host:port (port 0 picks one), got {listen!r}")
     if token_stdin == (token_file is not None):
         raise click.UsageError("give exactly one of --token-stdin and --token-file")
     if (tls_cert is None) != (tls_key is None) or (tls_client_ca is not None and tls_cert is None):

@@ -342,6 +342,7 @@ class EnclaveThreads:
             # A KeyboardInterrupt or SystemExit in enclave code was answered (CANCELLED) by _serve; the worker
             # goes on serving its host thread rather than dying with the thread's calls unanswered.
             _serve(message, self._entry_handler, self._send)
+            del message  # an idle worker must not keep its last call's payload alive
 
     def exit_call(self, selector: int, extents: Sequence[bytes]) -> list[bytes]:
         """Make an exit call from the current worker thread to the host thread it serves (ExitCallPort)."""

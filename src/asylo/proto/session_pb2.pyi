@@ -52,30 +52,38 @@ class Welcome(_message.Message):
     def __init__(self, version: _Optional[int] = ..., measurement: _Optional[bytes] = ..., signer: _Optional[bytes] = ..., enclave_name: _Optional[str] = ..., handshake: _Optional[bytes] = ...) -> None: ...
 
 class CallFrame(_message.Message):
-    __slots__ = ("call_id", "thread", "selector", "extents")
+    __slots__ = ("call_id", "thread", "selector", "extents", "body_transfer", "extent_sizes")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     THREAD_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     EXTENTS_FIELD_NUMBER: _ClassVar[int]
+    BODY_TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    EXTENT_SIZES_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     thread: int
     selector: int
     extents: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, call_id: _Optional[int] = ..., thread: _Optional[int] = ..., selector: _Optional[int] = ..., extents: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    body_transfer: int
+    extent_sizes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, call_id: _Optional[int] = ..., thread: _Optional[int] = ..., selector: _Optional[int] = ..., extents: _Optional[_Iterable[bytes]] = ..., body_transfer: _Optional[int] = ..., extent_sizes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ResultFrame(_message.Message):
-    __slots__ = ("call_id", "thread", "code", "message", "extents")
+    __slots__ = ("call_id", "thread", "code", "message", "extents", "body_transfer", "extent_sizes")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     THREAD_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     EXTENTS_FIELD_NUMBER: _ClassVar[int]
+    BODY_TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    EXTENT_SIZES_FIELD_NUMBER: _ClassVar[int]
     call_id: int
     thread: int
     code: int
     message: str
     extents: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, call_id: _Optional[int] = ..., thread: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., extents: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    body_transfer: int
+    extent_sizes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, call_id: _Optional[int] = ..., thread: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., extents: _Optional[_Iterable[bytes]] = ..., body_transfer: _Optional[int] = ..., extent_sizes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Fragment(_message.Message):
     __slots__ = ("transfer_id", "total_size", "data")

@@ -23,7 +23,7 @@ import grpc
 from asylo.primitives.matching import Call, Handler, HostThreads, Result
 from asylo.proto import enclave_pb2
 from asylo.remote.credentials import ClientCredentials
-from asylo.remote.link import END_OF_STREAM, Outbox, SessionLink
+from asylo.remote.link import Outbox, SessionLink, write_fairly
 from asylo.remote.provision import ProvisionedProxy
 from asylo.remote.service import CONNECT_METHOD, channel_options, error_from_rpc
 from asylo.session import Role, Session, SessionEnded, SessionLimits, WelcomeReceived
@@ -157,13 +157,8 @@ class RemoteEnclaveProxyClient:
     async def _write_loop(self) -> None:
         assert self._call is not None
         try:
-            while True:
-                frames = await self._outbox.get()
-                if frames is END_OF_STREAM:
-                    await self._call.done_writing()
-                    return
-                for frame in frames:
-                    await self._call.write(frame)
+            await write_fairly(self._outbox, self._call.write)
+            await self._call.done_writing()
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
             _log.debug("writing to the enclave's proxy failed: %s", exc)
             self._host.close(f"enclave {self._name!r} is unavailable: writing to its proxy failed")
@@ -195,6 +190,10 @@ class RemoteEnclaveProxyClient:
 
     def close(self, reason: str) -> None:
         """Say goodbye, wait (briefly) for the proxy to end the stream, then release everything. Idempotent."""
+        if threading.current_thread() is self._io_thread:
+            # The I/O loop cannot wait for itself: close from a thread of its own.
+            threading.Thread(target=self.close, args=(reason,), name=f"asylo-remote-close-{self._name}").start()
+            return
         with self._close_lock:
             if self._closed:
                 return
@@ -224,6 +223,11 @@ class RemoteEnclaveProxyClient:
             self._call.cancel()
         if self._channel is not None:
             await self._channel.close()
+        # Whatever gRPC still has running on this loop ends here, not as "Task was destroyed" noise at exit.
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
 
 class _Ended(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped

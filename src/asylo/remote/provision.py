@@ -179,17 +179,19 @@ class _ProxyProcess:
         if self.process.stdin is not None:
             with contextlib.suppress(OSError):
                 self.process.stdin.close()
-        for wait, then in ((10.0, self.process.terminate), (5.0, self.process.kill), (None, None)):
-            try:
-                self.process.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                _log.warning("the enclave's proxy (pid %d) did not exit; sending %s", self.process.pid,
-                             "SIGTERM" if then == self.process.terminate else "SIGKILL")
-                assert then is not None
-                then()
+        try:
+            # Closing its pipe is the proxy's signal to finalize and exit; one that does not (stopped, wedged in
+            # enclave code) is killed: SIGTERM would not reach a stopped process either.
+            self.process.wait(8.0)
+        except subprocess.TimeoutExpired:
+            _log.warning("the enclave's proxy (pid %d) did not exit; killing it", self.process.pid)
+            self.process.kill()
+            self.process.wait()
         for reader in self._readers:
             reader.join(5)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 class DirectProvision(RemoteProvision):

@@ -23,7 +23,7 @@ from asylo.backends.sim import HostedEnclave
 from asylo.image import VerifiedImage
 from asylo.primitives.matching import DEFAULT_MAX_THREADS, Call, Message, Result, ThreadGone
 from asylo.remote.credentials import ServerCredentials
-from asylo.remote.link import END_OF_STREAM, Outbox, SessionLink
+from asylo.remote.link import Outbox, SessionLink, write_fairly
 from asylo.remote.service import CONNECT, SERVICE, server_options
 from asylo.session import HelloReceived, Role, Session, SessionEnded, SessionLimits
 from asylo.status import AsyloError, Status, StatusCode
@@ -173,7 +173,9 @@ class RemoteEnclaveProxyServer:
             # Host calls waiting in the enclave fail now; finalize runs if the host never destroyed the enclave.
             await _uncancellable(loop.run_in_executor(
                 None, hosted.shutdown_abandoned, f"the host session ended: {reason.message or reason.code.name}"))
-            link.goodbye(Status())
+            # The host learns why: an orderly end, or the signal or timeout that ended the proxy's wait.
+            link.goodbye(self.end_status if self.end_status is not None and not self.end_status.ok
+                         and self.end_status is not reason else Status())
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(writer, 2.0)
             writer.cancel()
@@ -195,12 +197,7 @@ class RemoteEnclaveProxyServer:
     @staticmethod
     async def _write_loop(outbox: Outbox, context: Any) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, RuntimeError):
-            while True:
-                frames = await outbox.get()
-                if frames is END_OF_STREAM:
-                    return
-                for frame in frames:
-                    await context.write(frame)
+            await write_fairly(outbox, context.write)
 
 
 async def _uncancellable(awaitable: Awaitable[None]) -> None:

@@ -27,6 +27,8 @@ def channel_options(limits: SessionLimits) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", limits.grpc_message_limit),
         ("grpc.keepalive_time_ms", KEEPALIVE_INTERVAL_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        # What actually bounds the wait for a ping's answer in this gRPC (the default is a minute).
+        ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         # The host never listens and the connection is made once: fail fast instead of retrying for minutes.
@@ -41,6 +43,7 @@ def server_options(limits: SessionLimits) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", limits.grpc_message_limit),
         ("grpc.keepalive_time_ms", KEEPALIVE_INTERVAL_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         # Accept the client's pings as often as it sends them (a strict server would close the connection).

@@ -14,7 +14,8 @@ status says what was wrong, and a goodbye to send):
 - thread matching: each thread's calls form a stack (entry, exit, entry, ...). A call arrives only for a thread that
   is empty or waiting on the peer's side of it; a result answers the innermost call of its thread; the host sees an
   exit call only on a thread that has an entry call in progress; a thread ends only when it has no call in progress;
-- every size and count is bounded by `SessionLimits`; fragments reassemble to exactly their declared size.
+- every size and count is bounded by `SessionLimits`; a call or result too large for one frame comes as a header
+  (the call without its extents, with their sizes) and fragments that add up to exactly the announced body.
 
 The session does not encrypt; the attested handshake and record layer fill the `handshake` fields of Hello and
 Welcome and wrap call and result payloads, without changing these rules.
@@ -24,13 +25,14 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
 from asylo.primitives.matching import Call, Result, ThreadGone
 from asylo.proto import enclave_pb2, session_pb2
+from asylo.session.body import FRAGMENT_OVERHEAD, decode_fragment, encode_fragments, join_extents
 from asylo.session.limits import SessionLimits
 from asylo.status import (
     EnclaveUnavailable,
@@ -41,8 +43,6 @@ from asylo.status import (
 )
 
 PROTOCOL_VERSION = 1
-# Room for a Fragment's own fields around its data: tags, the two ids as varints, the length prefix.
-_FRAGMENT_OVERHEAD = 40
 
 
 class Role(enum.Enum):
@@ -102,8 +102,13 @@ def _violation(message: str, code: StatusCode = StatusCode.INTERNAL) -> Protocol
 
 @dataclass
 class _Transfer:
+    """The body of a large call or result whose header has arrived: its pieces so far, and what it completes."""
+
     total: int
-    data: bytearray = field(default_factory=bytearray)
+    sizes: list[int]
+    complete: Callable[[list[bytes]], Call | Result]
+    pieces: list[memoryview] = field(default_factory=list)
+    received: int = 0
 
 
 class Session:
@@ -150,9 +155,13 @@ class Session:
         if call.call_id in self._outgoing_ids:
             raise FailedPreconditionError(f"call id {call.call_id} is already in use")
         self._check_extents(call.extents, "call")
-        frame = session_pb2.Frame(call=session_pb2.CallFrame(call_id=call.call_id, thread=call.thread,
-                                                             selector=call.selector, extents=call.extents))
-        frames = self._encode(frame, "call")
+
+        def frame(extents: Sequence[bytes], body: int, sizes: Sequence[int]) -> session_pb2.Frame:
+            return session_pb2.Frame(call=session_pb2.CallFrame(
+                call_id=call.call_id, thread=call.thread, selector=call.selector, extents=extents,
+                body_transfer=body, extent_sizes=sizes))
+
+        frames = self._encode(call.extents, frame, "call")
         self._stacks.setdefault(call.thread, []).append((True, call.call_id))
         self._outgoing_ids.add(call.call_id)
         return frames
@@ -165,12 +174,14 @@ class Session:
         if not stack or stack[-1] != (False, result.call_id):
             raise FailedPreconditionError(f"call {result.call_id} is not the innermost call in progress on thread "
                                           f"{result.thread}")
-        extents = result.extents if result.status.ok else ()
-        self._check_extents(extents, "result")
-        frame = session_pb2.Frame(result=session_pb2.ResultFrame(
-            call_id=result.call_id, thread=result.thread, code=int(result.status.code),
-            message=result.status.message, extents=extents))
-        frames = self._encode(frame, "result")
+        self._check_extents(result.extents if result.status.ok else (), "result")
+
+        def frame(extents: Sequence[bytes], body: int, sizes: Sequence[int]) -> session_pb2.Frame:
+            return session_pb2.Frame(result=session_pb2.ResultFrame(
+                call_id=result.call_id, thread=result.thread, code=int(result.status.code),
+                message=result.status.message, extents=extents, body_transfer=body, extent_sizes=sizes))
+
+        frames = self._encode(result.extents if result.status.ok else (), frame, "result")
         self._pop(result.thread)
         self._incoming_ids.discard(result.call_id)
         return frames
@@ -212,22 +223,26 @@ class Session:
             raise ResourceExhaustedError(f"a {what} with {len(extents)} extents exceeds max_extents "
                                          f"({self.limits.max_extents})")
 
-    def _encode(self, frame: session_pb2.Frame, what: str) -> list[bytes]:
-        data = frame.SerializeToString()
-        if len(data) > self.limits.max_message_size:
-            raise ResourceExhaustedError(f"a {what} of {len(data)} bytes exceeds max_message_size "
+    def _encode(self, extents: Sequence[bytes],
+                frame: Callable[[Sequence[bytes], int, Sequence[int]], session_pb2.Frame], what: str) -> list[bytes]:
+        """One frame if the message fits, else a header frame and the body's fragments."""
+        size = sum(len(extent) for extent in extents)
+        if size > self.limits.max_message_size:
+            raise ResourceExhaustedError(f"a {what} of {size} bytes exceeds max_message_size "
                                          f"({self.limits.max_message_size})")
-        if len(data) <= self.limits.max_frame_size:
-            return [data]
+        # Each extent costs a tag and a length (at most 11 bytes) besides its data; the rest of a frame is small.
+        if size == 0 or size + 11 * len(extents) + 256 <= self.limits.max_frame_size:
+            data = frame(extents, 0, ()).SerializeToString()
+            if len(data) <= self.limits.max_frame_size:
+                return [data]
+            # The estimate leaves out a result's status message: with a long one, the extents go as a body instead.
+            if size == 0:
+                raise ResourceExhaustedError(f"a {what} of {len(extents)} extents does not fit in a frame")
         transfer_id = next(self._transfer_ids)
-        chunk = self.limits.max_frame_size - _FRAGMENT_OVERHEAD
-        view = memoryview(data)
-        frames = []
-        for offset in range(0, len(data), chunk):
-            fragment = session_pb2.Fragment(transfer_id=transfer_id, total_size=len(data),
-                                            data=bytes(view[offset:offset + chunk]))
-            frames.append(session_pb2.Frame(fragment=fragment).SerializeToString())
-        return frames
+        header = frame((), transfer_id, [len(extent) for extent in extents]).SerializeToString()
+        if len(header) > self.limits.max_frame_size:
+            raise ResourceExhaustedError(f"a {what} of {len(extents)} extents does not fit in a frame")
+        return [header, *encode_fragments(transfer_id, extents, self.limits.max_frame_size - FRAGMENT_OVERHEAD)]
 
     def _pop(self, thread: int) -> None:
         stack = self._stacks[thread]
@@ -243,10 +258,14 @@ class Session:
         if self.state in (SessionState.CLOSED, SessionState.ERROR):
             return []
         try:
-            if len(data) > self.limits.max_frame_size + _FRAGMENT_OVERHEAD:
+            if len(data) > self.limits.max_frame_size + FRAGMENT_OVERHEAD:
                 raise _violation(f"a frame of {len(data)} bytes exceeds max_frame_size "
                                  f"({self.limits.max_frame_size})", StatusCode.RESOURCE_EXHAUSTED)
-            return self._receive_frame(self._parse(data), fragmented=False)
+            fragment = decode_fragment(data)
+            if fragment is not None:  # the bulk of a large payload: decoded without protobuf's copies
+                self._require_open_for("fragment")
+                return self._receive_fragment(*fragment)
+            return self._receive_frame(self._parse(data))
         except ProtocolViolation as violation:
             return [self._fail(violation.status)]
 
@@ -268,12 +287,13 @@ class Session:
             raise _violation("empty frame")
         return frame
 
-    def _receive_frame(self, frame: session_pb2.Frame, *, fragmented: bool) -> list[Event]:
+    def _require_open_for(self, kind: str) -> None:
+        if self.state is not SessionState.OPEN:
+            raise _violation(f"a {kind} frame while the session is {self.state.value}")
+
+    def _receive_frame(self, frame: session_pb2.Frame) -> list[Event]:
         kind = frame.WhichOneof("kind")
-        # Checked before the goodbye too: a sender never fragments a goodbye, so a fragmented one is a violation, not
-        # an orderly end (and must not let a peer make us reassemble a goodbye of up to max_message_size).
-        if fragmented and kind not in ("call", "result"):
-            raise _violation(f"a fragmented {kind} frame (only calls and results are fragmented)")
+        assert kind is not None
         if kind == "goodbye":
             status = Status(_known_code(frame.goodbye.code), frame.goodbye.message)
             self.state = SessionState.CLOSED
@@ -283,14 +303,16 @@ class Session:
             return [self._receive_hello(frame.hello)]
         if kind == "welcome":
             return [self._receive_welcome(frame.welcome)]
-        if self.state is not SessionState.OPEN:
-            raise _violation(f"a {kind} frame while the session is {self.state.value}")
+        self._require_open_for(kind)
         if kind == "call":
-            return [self._receive_call(frame.call)]
+            call = self._receive_call(frame.call)
+            return [] if call is None else [call]
         if kind == "result":
-            return [self._receive_result(frame.result)]
+            result = self._receive_result(frame.result)
+            return [] if result is None else [result]
         if kind == "fragment":
-            return self._receive_fragment(frame.fragment)
+            fragment = frame.fragment
+            return self._receive_fragment(fragment.transfer_id, fragment.total_size, memoryview(fragment.data))
         assert kind == "thread_gone"
         return [self._receive_thread_gone(frame.thread_gone.thread)]
 
@@ -313,10 +335,13 @@ class Session:
         return WelcomeReceived(welcome.version, welcome.measurement, welcome.signer, welcome.enclave_name,
                                welcome.handshake)
 
-    def _receive_call(self, frame: session_pb2.CallFrame) -> Call:
-        if len(frame.extents) > self.limits.max_extents:
-            raise _violation(f"a call with {len(frame.extents)} extents (max_extents {self.limits.max_extents})",
+    def _receive_call(self, frame: session_pb2.CallFrame) -> Call | None:
+        """The call, or None when its extents follow in a body transfer (the call is then in progress already)."""
+        count = len(frame.extent_sizes) if frame.body_transfer else len(frame.extents)
+        if count > self.limits.max_extents:
+            raise _violation(f"a call with {count} extents (max_extents {self.limits.max_extents})",
                              StatusCode.RESOURCE_EXHAUSTED)
+        self._check_body_header(frame.body_transfer, frame.extents, frame.extent_sizes, "call")
         if frame.call_id in self._incoming_ids:
             raise _violation(f"call id {frame.call_id} is already in progress")
         if len(self._incoming_ids) >= self.limits.max_calls_in_flight:
@@ -340,24 +365,37 @@ class Session:
                              f"{frame.thread}", StatusCode.RESOURCE_EXHAUSTED)
         stack.append((False, frame.call_id))
         self._incoming_ids.add(frame.call_id)
-        return Call(frame.call_id, frame.thread, frame.selector, list(frame.extents))
+        call_id, thread, selector = frame.call_id, frame.thread, frame.selector
+        if frame.body_transfer:
+            self._start_transfer(frame.body_transfer, list(frame.extent_sizes),
+                                 lambda extents: Call(call_id, thread, selector, extents))
+            return None
+        return Call(call_id, thread, selector, list(frame.extents))
 
-    def _receive_result(self, frame: session_pb2.ResultFrame) -> Result:
+    def _receive_result(self, frame: session_pb2.ResultFrame) -> Result | None:
+        """The result, or None when its extents follow in a body transfer."""
         stack = self._stacks.get(frame.thread)
         if frame.call_id not in self._outgoing_ids:
             raise _violation(f"a result for call {frame.call_id}, which is not in progress")
         if not stack or stack[-1] != (True, frame.call_id):
             raise _violation(f"a result for call {frame.call_id}, which is not the innermost call of thread "
                              f"{frame.thread}")
-        if len(frame.extents) > self.limits.max_extents:
-            raise _violation(f"a result with {len(frame.extents)} extents (max_extents {self.limits.max_extents})",
+        count = len(frame.extent_sizes) if frame.body_transfer else len(frame.extents)
+        if count > self.limits.max_extents:
+            raise _violation(f"a result with {count} extents (max_extents {self.limits.max_extents})",
                              StatusCode.RESOURCE_EXHAUSTED)
         status = Status(_known_code(frame.code), frame.message)
-        if not status.ok and frame.extents:
+        if not status.ok and (frame.extents or frame.body_transfer):
             raise _violation(f"an error result for call {frame.call_id} that carries extents")
+        self._check_body_header(frame.body_transfer, frame.extents, frame.extent_sizes, "result")
         self._pop(frame.thread)
         self._outgoing_ids.discard(frame.call_id)
-        return Result(frame.call_id, frame.thread, status, list(frame.extents))
+        call_id, thread = frame.call_id, frame.thread
+        if frame.body_transfer:
+            self._start_transfer(frame.body_transfer, list(frame.extent_sizes),
+                                 lambda extents: Result(call_id, thread, status, extents))
+            return None
+        return Result(call_id, thread, status, list(frame.extents))
 
     def _receive_thread_gone(self, thread: int) -> ThreadGone:
         if self.role is not Role.ENCLAVE:
@@ -367,33 +405,50 @@ class Session:
         self._stacks.pop(thread, None)
         return ThreadGone(thread)
 
-    def _receive_fragment(self, fragment: session_pb2.Fragment) -> list[Event]:
-        transfer = self._transfers.get(fragment.transfer_id)
+    def _check_body_header(self, transfer_id: int, extents: Sequence[bytes], sizes: Sequence[int],
+                           what: str) -> None:
+        """Everything about a body header that can be checked before the call's own rules change any state."""
+        if not transfer_id:
+            if sizes:
+                raise _violation(f"a {what} with extent sizes but no body transfer")
+            return
+        if extents:
+            raise _violation(f"a {what} with both extents and a body transfer")
+        total = sum(sizes)
+        if not 0 < total <= self.limits.max_message_size:
+            raise _violation(f"a {what} body of {total} bytes (it must be more than 0 and at most max_message_size "
+                             f"{self.limits.max_message_size})", StatusCode.RESOURCE_EXHAUSTED)
+        if transfer_id in self._transfers:
+            raise _violation(f"body transfer {transfer_id} is already in progress")
+        if len(self._transfers) >= self.limits.max_calls_in_flight:
+            raise _violation("too many body transfers in progress", StatusCode.RESOURCE_EXHAUSTED)
+        if self._reassembly_bytes + total > self.limits.max_reassembly_bytes:
+            raise _violation(f"bodies in progress would hold more than max_reassembly_bytes "
+                             f"({self.limits.max_reassembly_bytes})", StatusCode.RESOURCE_EXHAUSTED)
+
+    def _start_transfer(self, transfer_id: int, sizes: list[int], complete: Callable[[list[bytes]], Call | Result]
+                        ) -> None:
+        total = sum(sizes)
+        self._transfers[transfer_id] = _Transfer(total, sizes, complete)
+        self._reassembly_bytes += total
+
+    def _receive_fragment(self, transfer_id: int, total: int, data: memoryview) -> list[Event]:
+        transfer = self._transfers.get(transfer_id)
         if transfer is None:
-            if not self.limits.max_frame_size < fragment.total_size <= self.limits.max_message_size:
-                raise _violation(f"a fragmented message of {fragment.total_size} bytes (it must be more than "
-                                 f"max_frame_size and at most max_message_size {self.limits.max_message_size})",
-                                 StatusCode.RESOURCE_EXHAUSTED)
-            if len(self._transfers) >= self.limits.max_calls_in_flight:
-                raise _violation("too many fragmented messages in progress", StatusCode.RESOURCE_EXHAUSTED)
-            if self._reassembly_bytes + fragment.total_size > self.limits.max_reassembly_bytes:
-                raise _violation(f"fragmented messages in progress would hold more than max_reassembly_bytes "
-                                 f"({self.limits.max_reassembly_bytes})", StatusCode.RESOURCE_EXHAUSTED)
-            transfer = self._transfers[fragment.transfer_id] = _Transfer(fragment.total_size)
-            self._reassembly_bytes += fragment.total_size
-        elif fragment.total_size != transfer.total:
-            raise _violation(f"transfer {fragment.transfer_id} changed its size from {transfer.total} to "
-                             f"{fragment.total_size}")
-        if not fragment.data:
-            raise _violation(f"an empty fragment in transfer {fragment.transfer_id}")
-        transfer.data += fragment.data
-        if len(transfer.data) > transfer.total:
-            raise _violation(f"transfer {fragment.transfer_id} is longer than its declared {transfer.total} bytes")
-        if len(transfer.data) < transfer.total:
+            raise _violation(f"a fragment of transfer {transfer_id}, which no call or result announced")
+        if total != transfer.total:
+            raise _violation(f"transfer {transfer_id} changed its size from {transfer.total} to {total}")
+        if not data:
+            raise _violation(f"an empty fragment in transfer {transfer_id}")
+        if transfer.received + len(data) > transfer.total:
+            raise _violation(f"transfer {transfer_id} is longer than its declared {transfer.total} bytes")
+        transfer.pieces.append(data)
+        transfer.received += len(data)
+        if transfer.received < transfer.total:
             return []
-        del self._transfers[fragment.transfer_id]
+        del self._transfers[transfer_id]
         self._reassembly_bytes -= transfer.total
-        return self._receive_frame(self._parse(bytes(transfer.data)), fragmented=True)
+        return [transfer.complete(join_extents(transfer.pieces, transfer.sizes))]
 
     # -- inspection ----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,122 @@
+"""The bodies of large calls and results: their extents, cut into fragment frames and put back together.
+
+A call or result too large for one frame travels as a header frame (the call without its extents, with their sizes)
+followed by fragment frames holding the extents' bytes, concatenated. This module is the byte-level part, written for
+as few copies as possible, because a 64 MiB payload copied ten times is most of the cost of moving it:
+
+- sending, each fragment frame is encoded here directly (a Frame whose `fragment` field holds transfer id, total
+  size and data, in canonical protobuf wire format) with one join over slices of the caller's extents;
+- receiving, a fragment frame in that canonical form is decoded here into a memoryview of the received frame, and
+  each extent is joined once from those views when the last fragment is in.
+
+Anything that is not a canonical fragment frame is left to protobuf, so the wire format stays plain protobuf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+_FRAME_FRAGMENT_TAG = 0x2A  # Frame.fragment: field 5, length-delimited
+_TRANSFER_ID_TAG = 0x08  # Fragment.transfer_id: field 1, varint
+_TOTAL_SIZE_TAG = 0x10  # Fragment.total_size: field 2, varint
+_DATA_TAG = 0x1A  # Fragment.data: field 3, length-delimited
+#: Most bytes a fragment frame spends on its own fields around the data (three tags, four varints of <= 10 bytes).
+FRAGMENT_OVERHEAD = 48
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(data: memoryview, pos: int) -> tuple[int, int]:
+    """(value, next position); raises ValueError past the end or beyond 64 bits."""
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("bad varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            # Beyond 64 bits protobuf truncates, so such a frame is not canonical: None, and protobuf reads it.
+            if value >> 64:
+                raise ValueError("varint beyond 64 bits")
+            return value, pos
+        shift += 7
+
+
+def encode_fragments(transfer_id: int, extents: Sequence[bytes], chunk_size: int) -> Iterator[bytes]:
+    """Fragment frames carrying the concatenation of `extents`, at most `chunk_size` data bytes each."""
+    total = sum(len(extent) for extent in extents)
+    head = bytes([_TRANSFER_ID_TAG]) + _varint(transfer_id) + bytes([_TOTAL_SIZE_TAG]) + _varint(total)
+    pieces: list[memoryview] = []
+    filled = 0
+    for extent in extents:
+        view = memoryview(extent)
+        offset = 0
+        while offset < len(view):
+            take = min(chunk_size - filled, len(view) - offset)
+            pieces.append(view[offset:offset + take])
+            filled += take
+            offset += take
+            if filled == chunk_size:
+                yield _fragment_frame(head, pieces, filled)
+                pieces, filled = [], 0
+    if filled:
+        yield _fragment_frame(head, pieces, filled)
+
+
+def _fragment_frame(head: bytes, pieces: list[memoryview], size: int) -> bytes:
+    inner_head = head + bytes([_DATA_TAG]) + _varint(size)
+    return b"".join([bytes([_FRAME_FRAGMENT_TAG]), _varint(len(inner_head) + size), inner_head, *pieces])
+
+
+def decode_fragment(frame: bytes) -> tuple[int, int, memoryview] | None:
+    """(transfer id, total size, data) of a canonical fragment frame, without copying the data; None for any other
+    frame (which then goes to protobuf)."""
+    view = memoryview(frame)
+    try:
+        if not view or view[0] != _FRAME_FRAGMENT_TAG:
+            return None
+        length, pos = _read_varint(view, 1)
+        if pos + length != len(view) or pos >= len(view) or view[pos] != _TRANSFER_ID_TAG:
+            return None
+        transfer_id, pos = _read_varint(view, pos + 1)
+        if pos >= len(view) or view[pos] != _TOTAL_SIZE_TAG:
+            return None
+        total, pos = _read_varint(view, pos + 1)
+        if pos >= len(view) or view[pos] != _DATA_TAG:
+            return None
+        size, pos = _read_varint(view, pos + 1)
+    except ValueError:
+        return None
+    if pos + size != len(view):
+        return None
+    return transfer_id, total, view[pos:]
+
+
+def join_extents(pieces: Sequence[memoryview], sizes: Sequence[int]) -> list[bytes]:
+    """Cut the concatenation of `pieces` into extents of `sizes` (which add up to its length), copying once."""
+    extents: list[bytes] = []
+    index, offset = 0, 0
+    for size in sizes:
+        parts: list[memoryview] = []
+        needed = size
+        while needed:
+            piece = pieces[index]
+            take = min(needed, len(piece) - offset)
+            parts.append(piece[offset:offset + take])
+            needed -= take
+            offset += take
+            if offset == len(piece):
+                index, offset = index + 1, 0
+        extents.append(b"".join(parts))
+    return extents
