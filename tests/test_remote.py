@@ -139,6 +139,16 @@ def test_payload_over_the_limit_is_a_clear_error(load_primitives: Load) -> None:
     assert client.call("echo", b"y" * MiB) == b"y" * MiB  # the session goes on
 
 
+@pytest.mark.parametrize("frame_size", [64 * 1024, 4 * MiB])
+def test_host_limits_are_negotiated_with_the_proxy(load_primitives: Load, frame_size: int) -> None:
+    """The proxy runs with its defaults; a host with smaller or larger frames still talks to it."""
+    limits = SessionLimits(max_frame_size=frame_size, max_message_size=64 * MiB, max_reassembly_bytes=128 * MiB)
+    client = load_primitives(proxy=asylo.RemoteProxyClientConfig(asylo.LocalProvision(), limits=limits))
+    payload = os.urandom(3 * MiB + 5)
+    answer = client.enter(300, [payload, b"", b"tail"])
+    assert answer[:3] == [payload[::-1], b"", b"liat"]
+
+
 def test_proxy_killed_mid_call(manager: asylo.EnclaveManager, load_primitives: Load) -> None:
     client = load_primitives()
     errors: list[BaseException] = []

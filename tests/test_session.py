@@ -583,10 +583,9 @@ def test_max_calls_in_flight() -> None:
 
 def test_max_threads() -> None:
     host, enclave = open_pair(SessionLimits(max_threads=2))
-    for thread in (1, 2):
-        do_call(host, enclave, thread, thread)
-        do_result(enclave, host, thread, thread)
-    # Idle threads still count: the enclave keeps a thread until the host says it ended.
+    do_call(host, enclave, 1, 1)
+    do_call(host, enclave, 2, 2)
+    # Threads with calls in progress count; a third one at the same time is too many.
     assert_violation(enclave, pump(host.send_call(Call(3, 3, 0, [])), enclave), StatusCode.RESOURCE_EXHAUSTED,
                      "more than max_threads (2) threads")
 
@@ -594,9 +593,52 @@ def test_max_threads() -> None:
     for thread in (1, 2):
         do_call(host, enclave, thread, thread)
         do_result(enclave, host, thread, thread)
+    # Idle threads do not count: host threads that come and go never add up to a violation.
+    for thread in range(3, 50):
+        do_call(host, enclave, thread, thread)
+        do_result(enclave, host, thread, thread)
     assert enclave.receive(host.send_thread_gone(1)) == [ThreadGone(1)]
-    do_call(host, enclave, 3, 3)
-    do_call(host, enclave, 2, 2)  # a known thread is not a new one
+    assert enclave.receive(host.send_thread_gone(99)) == [ThreadGone(99)]  # never seen, or idle: nothing to do
+
+
+def test_limits_are_negotiated_down_to_the_smaller() -> None:
+    small = SessionLimits(max_frame_size=8192, max_message_size=65536, max_reassembly_bytes=131072)
+    for host_limits, enclave_limits in ((small, None), (None, small)):
+        host, enclave = Session(Role.HOST, host_limits), Session(Role.ENCLAVE, enclave_limits)
+        enclave.receive(host.send_hello(b"token", LOAD_CONFIG))
+        host.receive(enclave.send_welcome(MEASUREMENT, SIGNER, "demo"))
+        for side in (host, enclave):
+            assert (side.limits.max_frame_size, side.limits.max_message_size) == (8192, 65536)
+        body = [b"z" * 60000]
+        frames = host.send_call(Call(1, 1, 0, body))
+        assert all(len(frame) <= 8192 + 64 for frame in frames)
+        assert pump(frames, enclave) == [Call(1, 1, 0, body)]
+        with pytest.raises(ResourceExhaustedError, match="exceeds max_message_size"):
+            host.send_call(Call(2, 2, 0, [b"z" * 70000]))
+
+
+def test_a_welcome_that_raises_the_limits_is_a_violation() -> None:
+    host = Session(Role.HOST, SessionLimits(max_frame_size=8192, max_message_size=65536,
+                                            max_reassembly_bytes=131072))
+    enclave = Session(Role.ENCLAVE)
+    host.send_hello(b"token", LOAD_CONFIG)
+    welcome = session_pb2.Frame.FromString(_welcome_bytes(enclave))
+    welcome.welcome.max_frame_size = 1 << 20
+    assert_violation(host, host.receive(welcome.SerializeToString()), StatusCode.FAILED_PRECONDITION,
+                     "raised the limits")
+
+
+def test_unusable_limits_in_a_hello_are_a_violation() -> None:
+    enclave = Session(Role.ENCLAVE)
+    hello = session_pb2.Frame.FromString(Session(Role.HOST).send_hello(b"token", LOAD_CONFIG))
+    hello.hello.max_frame_size = 100
+    assert_violation(enclave, enclave.receive(hello.SerializeToString()), StatusCode.FAILED_PRECONDITION,
+                     "unusable limits")
+
+
+def _welcome_bytes(enclave: Session) -> bytes:
+    enclave.receive(Session(Role.HOST).send_hello(b"token", LOAD_CONFIG))
+    return enclave.send_welcome(MEASUREMENT, SIGNER, "demo")
 
 
 def test_max_extents() -> None:

@@ -23,6 +23,7 @@ Welcome and wrap call and result payloads, without changing these rules.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 from collections.abc import Callable, Sequence
@@ -133,14 +134,17 @@ class Session:
         self._require_sending(SessionState.IDLE, Role.HOST, "hello")
         self.state = SessionState.AWAITING_WELCOME
         hello = session_pb2.Hello(version=PROTOCOL_VERSION, token=token, load_config=load_config,
-                                  handshake=handshake)
+                                  handshake=handshake, max_frame_size=self.limits.max_frame_size,
+                                  max_message_size=self.limits.max_message_size)
         return session_pb2.Frame(hello=hello).SerializeToString()
 
     def send_welcome(self, measurement: bytes, signer: bytes, enclave_name: str, handshake: bytes = b"") -> bytes:
         self._require_sending(SessionState.HELLO_RECEIVED, Role.ENCLAVE, "welcome")
         self.state = SessionState.OPEN
         welcome = session_pb2.Welcome(version=PROTOCOL_VERSION, measurement=measurement, signer=signer,
-                                      enclave_name=enclave_name, handshake=handshake)
+                                      enclave_name=enclave_name, handshake=handshake,
+                                      max_frame_size=self.limits.max_frame_size,
+                                      max_message_size=self.limits.max_message_size)
         return session_pb2.Frame(welcome=welcome).SerializeToString()
 
     def send_call(self, call: Call) -> list[bytes]:
@@ -247,8 +251,9 @@ class Session:
     def _pop(self, thread: int) -> None:
         stack = self._stacks[thread]
         stack.pop()
-        if not stack and self.role is Role.HOST:
-            # The host forgets an idle thread; the enclave side keeps it until the host says it ended.
+        if not stack:
+            # An idle thread is forgotten: max_threads bounds threads with calls in progress, so host threads that
+            # come and go (or are refused) never add up to a violation.
             del self._stacks[thread]
 
     # -- receiving -----------------------------------------------------------------------------------------------
@@ -322,6 +327,9 @@ class Session:
         if hello.version != PROTOCOL_VERSION:
             raise _violation(f"protocol version {hello.version} (this side speaks {PROTOCOL_VERSION})",
                              StatusCode.FAILED_PRECONDITION)
+        # Both sides use the smaller limits: each then sends only frames and messages the other accepts.
+        self._adopt_limits(min(hello.max_frame_size or self.limits.max_frame_size, self.limits.max_frame_size),
+                           min(hello.max_message_size or self.limits.max_message_size, self.limits.max_message_size))
         self.state = SessionState.HELLO_RECEIVED
         return HelloReceived(hello.version, hello.token, hello.load_config, hello.handshake)
 
@@ -331,9 +339,22 @@ class Session:
         if welcome.version != PROTOCOL_VERSION:
             raise _violation(f"protocol version {welcome.version} (this side speaks {PROTOCOL_VERSION})",
                              StatusCode.FAILED_PRECONDITION)
+        frame_size = welcome.max_frame_size or self.limits.max_frame_size
+        message_size = welcome.max_message_size or self.limits.max_message_size
+        if frame_size > self.limits.max_frame_size or message_size > self.limits.max_message_size:
+            raise _violation(f"the welcome raised the limits above what we asked for (frames {frame_size}, "
+                             f"messages {message_size})", StatusCode.FAILED_PRECONDITION)
+        self._adopt_limits(frame_size, message_size)
         self.state = SessionState.OPEN
         return WelcomeReceived(welcome.version, welcome.measurement, welcome.signer, welcome.enclave_name,
                                welcome.handshake)
+
+    def _adopt_limits(self, frame_size: int, message_size: int) -> None:
+        message_size = max(message_size, frame_size)
+        try:
+            self.limits = dataclasses.replace(self.limits, max_frame_size=frame_size, max_message_size=message_size)
+        except ValueError as exc:
+            raise _violation(f"unusable limits from the peer: {exc}", StatusCode.FAILED_PRECONDITION) from None
 
     def _receive_call(self, frame: session_pb2.CallFrame) -> Call | None:
         """The call, or None when its extents follow in a body transfer (the call is then in progress already)."""
