@@ -387,3 +387,43 @@ def test_debug_image_needs_debug_remotely(manager: asylo.EnclaveManager, tmp_pat
         manager.load_enclave(asylo.EnclaveLoadConfig("demo", remote=asylo.RemoteLoadConfig(path)))
     client = manager.load_enclave(asylo.EnclaveLoadConfig("demo", remote=asylo.RemoteLoadConfig(path, debug=True)))
     assert eventually(lambda: not client.closed)
+
+
+def test_a_hostile_host_gets_a_clear_goodbye(manual_proxy: Callable[..., tuple[subprocess.Popen[str], int, bytes]],
+                                             primitives_image: asylo.VerifiedImage) -> None:
+    """A host that breaks the protocol after the handshake (a malformed message) is told why, and the proxy
+    finalizes its enclave and exits with an error status instead of crashing or hanging."""
+    import asyncio  # noqa: PLC0415
+
+    import grpc  # noqa: PLC0415
+
+    from asylo.proto import enclave_pb2, session_pb2  # noqa: PLC0415
+    from asylo.remote import batching  # noqa: PLC0415
+    from asylo.remote.service import CONNECT_METHOD  # noqa: PLC0415
+    from asylo.session import Role, Session  # noqa: PLC0415
+
+    proxy, port, token = manual_proxy()
+
+    async def misbehave() -> list[session_pb2.Frame]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.stream_stream(CONNECT_METHOD)()
+            session = Session(Role.HOST)
+            config = enclave_pb2.EnclaveLoadConfig(name="x", measurement=primitives_image.measurement)
+            await call.write(batching.pack([session.send_hello(token, config)]))
+            received = []
+            first = await asyncio.wait_for(call.read(), 10)
+            received += [session_pb2.Frame.FromString(f) for f in batching.unpack(first, 1 << 21)]
+            await call.write(b"\x80\x80\x80")  # a length prefix that never ends
+            while True:
+                data = await asyncio.wait_for(call.read(), 10)
+                if data is grpc.aio.EOF:
+                    return received
+                received += [session_pb2.Frame.FromString(f) for f in batching.unpack(data, 1 << 21)]
+
+    frames = asyncio.run(misbehave())
+    assert frames[0].WhichOneof("kind") == "welcome"
+    goodbye = frames[-1]
+    assert goodbye.WhichOneof("kind") == "goodbye"
+    assert goodbye.goodbye.code == asylo.StatusCode.INTERNAL
+    assert "malformed message" in goodbye.goodbye.message
+    assert proxy.wait(10) == 1

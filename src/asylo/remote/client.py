@@ -22,6 +22,7 @@ import grpc
 
 from asylo.primitives.matching import Call, Handler, HostThreads, Result
 from asylo.proto import enclave_pb2
+from asylo.remote import batching
 from asylo.remote.credentials import ClientCredentials
 from asylo.remote.link import Outbox, SessionLink, write_fairly
 from asylo.remote.provision import ProvisionedProxy
@@ -31,6 +32,7 @@ from asylo.status import (
     AsyloError,
     DeadlineExceededError,
     InternalError,
+    InvalidArgumentError,
     PermissionDeniedError,
     Status,
     StatusCode,
@@ -95,7 +97,7 @@ class RemoteEnclaveProxyClient:
         self._call = self._channel.stream_stream(CONNECT_METHOD)()
         context = f"connecting to the enclave's proxy at {self._target}"
         try:
-            await self._call.write(self._link.session.send_hello(token, load_config))
+            await self._call.write(batching.pack([self._link.session.send_hello(token, load_config)]))
             first = await asyncio.wait_for(self._call.read(), timeout)
         except TimeoutError:
             raise DeadlineExceededError(f"{context}: no welcome within {timeout:.0f} s") from None
@@ -104,7 +106,10 @@ class RemoteEnclaveProxyClient:
         if first is grpc.aio.EOF:
             code = await self._call.code()
             raise error_from_rpc(_Ended(code, await self._call.details()), context)
-        events = self._link.receive(first)
+        try:
+            events = self._link.session.receive(self._link.first_frame(first))
+        except InvalidArgumentError as exc:
+            raise InternalError(f"{context}: {exc.message}") from None
         if len(events) != 1 or not isinstance(events[0], WelcomeReceived):
             ended = next((e for e in events if isinstance(e, SessionEnded)), None)
             raise InternalError(f"{context}: {ended.status if ended else 'the proxy did not welcome us'}")
@@ -157,7 +162,7 @@ class RemoteEnclaveProxyClient:
     async def _write_loop(self) -> None:
         assert self._call is not None
         try:
-            await write_fairly(self._outbox, self._call.write)
+            await write_fairly(self._outbox, self._call.write, self._link.session.limits.max_frame_size)
             await self._call.done_writing()
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
             _log.debug("writing to the enclave's proxy failed: %s", exc)

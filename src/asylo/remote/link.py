@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from asylo.primitives.matching import Call, Message, Result, ThreadGone
+from asylo.remote import batching
 from asylo.session import Session
+from asylo.session.body import FRAGMENT_OVERHEAD
 from asylo.session.connection import Event
-from asylo.status import EnclaveUnavailable, ResourceExhaustedError, Status
+from asylo.status import EnclaveUnavailable, InvalidArgumentError, ResourceExhaustedError, Status
 
 _log = logging.getLogger(__name__)
 
@@ -58,8 +61,9 @@ class Outbox:
             self._closed = True
 
 
-async def write_fairly(outbox: Outbox, write: Callable[[bytes], Awaitable[None]]) -> None:
-    """Write the outbox's messages to the stream until its end, taking turns frame by frame between messages.
+async def write_fairly(outbox: Outbox, write: Callable[[bytes], Awaitable[None]], frame_limit: int) -> None:
+    """Write the outbox's messages to the stream until its end, taking turns frame by frame between messages, and
+    packing the frames that are ready at once into one gRPC message (see `batching`).
 
     A 256 MiB call is hundreds of frames; written back to back they would hold every other thread's small calls
     behind them for as long as the transfer takes. Taking turns keeps them moving. Frames of one message stay in
@@ -67,25 +71,46 @@ async def write_fairly(outbox: Outbox, write: Callable[[bytes], Awaitable[None]]
     """
     active: collections.deque[Iterator[bytes]] = collections.deque()
     queue = outbox._queue
+
+    async def flush(frames: list[bytes]) -> None:
+        batch: list[bytes] = []
+        size = 0
+        for frame in frames:
+            if batch and (size + len(frame) > frame_limit or len(batch) == batching.MAX_FRAMES_PER_MESSAGE):
+                await write(batching.pack(batch))
+                batch, size = [], 0
+            batch.append(frame)
+            size += len(frame)
+        if batch:
+            await write(batching.pack(batch))
+
     while True:
-        item = queue.get_nowait() if active and not queue.empty() else (None if active else await queue.get())
-        if item is not None:
+        while not active or not queue.empty():
+            item = queue.get_nowait() if not queue.empty() else await queue.get()
             if item.final:
-                while active:
-                    for frame in active.popleft():
-                        await write(frame)
-                for frame in item.frames:
-                    await write(frame)
+                pending = [frame for frames in active for frame in frames]
+                active.clear()
+                await flush(pending + list(item.frames))
                 if item.end:
                     return
             else:
                 active.append(iter(item.frames))
-            continue
-        frames = active.popleft()
-        turn = next(frames, None)
-        if turn is not None:
-            await write(turn)
+        # One frame from each message in turn, as many as fit in one gRPC message.
+        turns: list[bytes] = []
+        size = 0
+        while active and len(turns) < batching.MAX_FRAMES_PER_MESSAGE:
+            frames = active.popleft()
+            turn = next(frames, None)
+            if turn is None:
+                continue
+            if turns and size + len(turn) > frame_limit:
+                active.appendleft(itertools.chain([turn], frames))
+                break
+            turns.append(turn)
+            size += len(turn)
             active.append(frames)
+        if turns:
+            await write(batching.pack(turns))
 
 
 class SessionLink:
@@ -113,8 +138,23 @@ class SessionLink:
             self._outbox.put(frames)
 
     def receive(self, data: bytes) -> list[Event]:
+        """Events of one gRPC message (one or more frames); a malformed message is a protocol violation."""
         with self._lock:
-            return self.session.receive(data)
+            try:
+                frames = batching.unpack(data, self.session.limits.max_frame_size + FRAGMENT_OVERHEAD)
+            except InvalidArgumentError as exc:
+                return self.session.fail(f"a malformed message: {exc.message}")
+            events: list[Event] = []
+            for frame in frames:
+                events += self.session.receive(frame)
+            return events
+
+    def first_frame(self, data: bytes) -> memoryview:
+        """The one frame of the first message (hello or welcome), which travels alone."""
+        frames = batching.unpack(data, self.session.limits.max_frame_size + FRAGMENT_OVERHEAD)
+        if len(frames) != 1:
+            raise InvalidArgumentError(f"the first message holds {len(frames)} frames, not one")
+        return frames[0]
 
     def goodbye(self, status: Status) -> None:
         """Say goodbye (if the session is still open) and end the stream; safe to call more than once."""

@@ -22,11 +22,12 @@ import grpc
 from asylo.backends.sim import HostedEnclave
 from asylo.image import VerifiedImage
 from asylo.primitives.matching import DEFAULT_MAX_THREADS, Call, Message, Result, ThreadGone
+from asylo.remote import batching
 from asylo.remote.credentials import ServerCredentials
 from asylo.remote.link import Outbox, SessionLink, write_fairly
 from asylo.remote.service import CONNECT, SERVICE, server_options
 from asylo.session import HelloReceived, Role, Session, SessionEnded, SessionLimits
-from asylo.status import AsyloError, Status, StatusCode
+from asylo.status import AsyloError, InvalidArgumentError, Status, StatusCode
 
 _log = logging.getLogger(__name__)
 
@@ -109,7 +110,11 @@ class RemoteEnclaveProxyServer:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello within the timeout")
         if first is grpc.aio.EOF:
             return
-        events = session.receive(first)
+        try:
+            frames = batching.unpack(first, session.limits.max_frame_size)
+        except InvalidArgumentError:
+            frames = []
+        events = session.receive(frames[0]) if len(frames) == 1 else []
         hello = events[0] if events and isinstance(events[0], HelloReceived) else None
         if hello is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be a valid hello")
@@ -149,10 +154,10 @@ class RemoteEnclaveProxyServer:
         except AsyloError as exc:
             self.end_status = exc.status
             await context.abort(_grpc_code(exc.code), exc.message)
-        await context.write(session.send_welcome(self.image.measurement, self.image.signer,
-                                                 self.image.manifest.name))
+        await context.write(batching.pack([session.send_welcome(self.image.measurement, self.image.signer,
+                                                                self.image.manifest.name)]))
         _log.info("serving enclave %r (measurement %s) to %s", name, self.image.measurement.hex(), context.peer())
-        writer = asyncio.create_task(self._write_loop(outbox, context))
+        writer = asyncio.create_task(self._write_loop(outbox, context, session.limits.max_frame_size))
         reason = Status(StatusCode.UNAVAILABLE, "the host ended the stream")
         try:
             while True:
@@ -195,9 +200,9 @@ class RemoteEnclaveProxyServer:
         return None
 
     @staticmethod
-    async def _write_loop(outbox: Outbox, context: Any) -> None:
+    async def _write_loop(outbox: Outbox, context: Any, frame_limit: int) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, RuntimeError):
-            await write_fairly(outbox, context.write)
+            await write_fairly(outbox, context.write, frame_limit)
 
 
 async def _uncancellable(awaitable: Awaitable[None]) -> None:

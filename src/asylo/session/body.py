@@ -79,7 +79,7 @@ def _fragment_frame(head: bytes, pieces: list[memoryview], size: int) -> bytes:
     return b"".join([bytes([_FRAME_FRAGMENT_TAG]), _varint(len(inner_head) + size), inner_head, *pieces])
 
 
-def decode_fragment(frame: bytes) -> tuple[int, int, memoryview] | None:
+def decode_fragment(frame: bytes | memoryview) -> tuple[int, int, memoryview] | None:
     """(transfer id, total size, data) of a canonical fragment frame, without copying the data; None for any other
     frame (which then goes to protobuf)."""
     view = memoryview(frame)

@@ -258,7 +258,7 @@ class Session:
 
     # -- receiving -----------------------------------------------------------------------------------------------
 
-    def receive(self, data: bytes) -> list[Event]:
+    def receive(self, data: bytes | memoryview) -> list[Event]:
         """Process one frame from the peer; return what happened. Never raises on hostile input."""
         if self.state in (SessionState.CLOSED, SessionState.ERROR):
             return []
@@ -274,6 +274,12 @@ class Session:
         except ProtocolViolation as violation:
             return [self._fail(violation.status)]
 
+    def fail(self, message: str, code: StatusCode = StatusCode.INTERNAL) -> list[Event]:
+        """End the session for a violation the transport found (a malformed batch, say): like one found here."""
+        if self.state in (SessionState.CLOSED, SessionState.ERROR):
+            return []
+        return [self._fail(_violation(message, code).status)]
+
     def _fail(self, status: Status) -> SessionEnded:
         self.state = SessionState.ERROR
         self.end_status = status
@@ -283,9 +289,9 @@ class Session:
         return SessionEnded(status, by_peer=False, goodbye=goodbye.SerializeToString())
 
     @staticmethod
-    def _parse(data: bytes) -> session_pb2.Frame:
+    def _parse(data: bytes | memoryview) -> session_pb2.Frame:
         try:
-            frame = session_pb2.Frame.FromString(data)
+            frame = session_pb2.Frame.FromString(data)  # type: ignore[arg-type]  # any buffer parses; no copy
         except DecodeError as exc:
             raise _violation(f"undecodable frame: {exc}") from None
         if frame.WhichOneof("kind") is None:

@@ -42,4 +42,4 @@ class SessionLimits:
     @property
     def grpc_message_limit(self) -> int:
         """What to give gRPC as its send/receive message limit: a frame plus room for its envelope."""
-        return self.max_frame_size + 1024
+        return self.max_frame_size + 4096
