@@ -97,12 +97,17 @@ def load_primitives(
 @pytest.fixture(autouse=True)
 def nothing_left_behind() -> Iterator[None]:
     """Every enclave thread, connection thread and proxy process a test started has ended when it is over."""
+    children_before = set(child_processes())  # whatever started us may have given us children of its own
+
+    def new_children() -> set[int]:
+        return set(child_processes()) - children_before
+
     yield
     deadline = time.monotonic() + 10
-    while (leftover_threads() or child_processes()) and time.monotonic() < deadline:
+    while (leftover_threads() or new_children()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not leftover_threads(), f"threads left running: {leftover_threads()}"
-    assert not child_processes(), f"child processes left behind: {child_processes()}"
+    assert not new_children(), f"child processes left behind: {new_children()}"
 
 
 def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
