@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from asylo._files import read_bounded, write_new_file
 from asylo.image.errors import ImageError, ImageVerificationError
 from asylo.image.manifest import Manifest
 from asylo.image.measurement import encode_manifest
@@ -83,12 +84,12 @@ def save_signing_key(
     target = Path(path)
     if not overwrite:
         try:
-            _write_private(target, pem)
+            write_new_file(target, pem, 0o600)
         except FileExistsError as exc:
             raise ImageError(f"{target}: key file already exists; refusing to overwrite it") from exc
         return
     temporary = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-    _write_private(temporary, pem)
+    write_new_file(temporary, pem, 0o600)
     try:
         os.replace(temporary, target)
     except BaseException:
@@ -97,35 +98,9 @@ def save_signing_key(
         raise
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    # O_EXCL: never follow a planted symlink or reuse a file someone else opened.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # the umask can only remove bits; make it exactly 0600 whatever the umask
-        with os.fdopen(fd, "wb", closefd=False) as out:
-            out.write(data)
-            out.flush()
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise
-    os.close(fd)
-
-
 def load_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     """Read a PEM key written by `save_signing_key`; errors say whether it is missing or of the wrong kind."""
-    target = Path(path)
-    try:
-        with target.open("rb") as file:
-            data = file.read(_MAX_KEY_FILE_SIZE + 1)
-    except FileNotFoundError as exc:
-        raise ImageError(f"{target}: signing key file not found") from exc
-    except OSError as exc:
-        raise ImageError(f"{target}: cannot read signing key: {exc.strerror or exc}") from exc
-    if len(data) > _MAX_KEY_FILE_SIZE:
-        raise ImageError(f"{target}: not a signing key (file is larger than {_MAX_KEY_FILE_SIZE} bytes)")
+    target, data = read_bounded(path, _MAX_KEY_FILE_SIZE, "signing key", ImageError)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from asylo.session.body import encode_varint
 from asylo.status import InvalidArgumentError
 
 #: Room for the length prefixes in one message (a prefix is at most 10 bytes; a message holds at most this many
@@ -18,19 +19,10 @@ MAX_FRAMES_PER_MESSAGE = 64
 PACKING_OVERHEAD = 10 * MAX_FRAMES_PER_MESSAGE
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def pack(frames: Sequence[bytes]) -> bytes:
     parts: list[bytes] = []
     for frame in frames:
-        parts.append(_varint(len(frame)))
+        parts.append(encode_varint(len(frame)))
         parts.append(frame)
     return b"".join(parts)
 

@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from asylo._files import read_bounded
 from asylo.status import FailedPreconditionError, InvalidArgumentError
 
 __all__ = ["ChannelOption", "ClientCredentials", "ServerCredentials", "is_loopback_address"]
@@ -287,17 +288,7 @@ class ServerCredentials:
 
 
 def _read_pem_file(path: str | os.PathLike[str], what: str) -> tuple[Path, bytes]:
-    file = Path(path)
-    try:
-        with file.open("rb") as stream:
-            data = stream.read(_MAX_PEM_FILE_SIZE + 1)
-    except FileNotFoundError as exc:
-        raise InvalidArgumentError(f"{file}: {what} file not found") from exc
-    except OSError as exc:
-        raise InvalidArgumentError(f"{file}: cannot read {what} file: {exc.strerror or exc}") from exc
-    if len(data) > _MAX_PEM_FILE_SIZE:
-        raise InvalidArgumentError(f"{file}: not a {what} file (larger than {_MAX_PEM_FILE_SIZE} bytes)")
-    return file, data
+    return read_bounded(path, _MAX_PEM_FILE_SIZE, what, InvalidArgumentError)
 
 
 def _read_certificates(path: str | os.PathLike[str], what: str) -> bytes:

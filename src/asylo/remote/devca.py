@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from asylo._files import write_new_file
 from asylo.status import AlreadyExistsError, InvalidArgumentError
 
 __all__ = ["DEV_CA_NAME", "DevCaFiles", "create_dev_ca"]
@@ -228,35 +229,18 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _write_file(path: Path, data: bytes, mode: int, *, overwrite: bool) -> None:
     if not overwrite:
-        _write_new(path, data, mode)
+        write_new_file(path, data, mode)
         return
     # Write beside the target and rename over it: a reader sees the old file or the new one, never half of one,
     # and a key never exists with a wider mode than 0600.
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    _write_new(temporary, data, mode)
+    write_new_file(temporary, data, mode)
     try:
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    # O_EXCL: never follow a planted symlink or write into a file someone else already holds open.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask can only remove bits; make the mode exact
-        with os.fdopen(fd, "wb", closefd=False) as out:
-            out.write(data)
-            out.flush()
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise
-    os.close(fd)
 
 
 def _remove(paths: list[Path]) -> None:

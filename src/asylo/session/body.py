@@ -24,7 +24,8 @@ _DATA_TAG = 0x1A  # Fragment.data: field 3, length-delimited
 FRAGMENT_OVERHEAD = 48
 
 
-def _varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative integer."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -56,7 +57,7 @@ def _read_varint(data: memoryview, pos: int) -> tuple[int, int]:
 def encode_fragments(transfer_id: int, extents: Sequence[bytes], chunk_size: int) -> Iterator[bytes]:
     """Fragment frames carrying the concatenation of `extents`, at most `chunk_size` data bytes each."""
     total = sum(len(extent) for extent in extents)
-    head = bytes([_TRANSFER_ID_TAG]) + _varint(transfer_id) + bytes([_TOTAL_SIZE_TAG]) + _varint(total)
+    head = bytes([_TRANSFER_ID_TAG]) + encode_varint(transfer_id) + bytes([_TOTAL_SIZE_TAG]) + encode_varint(total)
     pieces: list[memoryview] = []
     filled = 0
     for extent in extents:
@@ -75,8 +76,8 @@ def encode_fragments(transfer_id: int, extents: Sequence[bytes], chunk_size: int
 
 
 def _fragment_frame(head: bytes, pieces: list[memoryview], size: int) -> bytes:
-    inner_head = head + bytes([_DATA_TAG]) + _varint(size)
-    return b"".join([bytes([_FRAME_FRAGMENT_TAG]), _varint(len(inner_head) + size), inner_head, *pieces])
+    inner_head = head + bytes([_DATA_TAG]) + encode_varint(size)
+    return b"".join([bytes([_FRAME_FRAGMENT_TAG]), encode_varint(len(inner_head) + size), inner_head, *pieces])
 
 
 def decode_fragment(frame: bytes | memoryview) -> tuple[int, int, memoryview] | None:
