@@ -32,7 +32,8 @@ def test_unpack_never_crashes_on_hostile_bytes(data: bytes) -> None:
     (b"", "an empty message"),
     (b"\x05abc", "a frame of 5 bytes"),
     (b"\x80", "a malformed frame length"),
-    (b"\xff\xff\xff\xff\xff\xff\x01", "a malformed frame length"),
+    (b"\xff\xff\xff\xff\xff\xff\x01", "a frame of 8796093022207 bytes"),
+    (b"\xff" * 11, "a malformed frame length"),
     (batching.pack([b"x" * 11]), "a frame of 11 bytes"),
     (batching.pack([b""] * (batching.MAX_FRAMES_PER_MESSAGE + 1)), "more than"),
 ])

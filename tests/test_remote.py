@@ -149,8 +149,8 @@ def test_host_limits_are_negotiated_with_the_proxy(load_primitives: Load, frame_
     assert answer[:3] == [payload[::-1], b"", b"liat"]
 
 
-def test_proxy_killed_mid_call(manager: asylo.EnclaveManager, load_primitives: Load) -> None:
-    client = load_primitives()
+def start_long_call(client: asylo.EnclaveClient) -> tuple[threading.Thread, list[BaseException]]:
+    """A call that sleeps a minute in the enclave, on a thread of its own; what it raises lands in the list."""
     errors: list[BaseException] = []
 
     def long_call() -> None:
@@ -161,7 +161,13 @@ def test_proxy_killed_mid_call(manager: asylo.EnclaveManager, load_primitives: L
 
     caller = threading.Thread(target=long_call)
     caller.start()
-    time.sleep(0.5)
+    time.sleep(0.5)  # the call is in the enclave by now
+    return caller, errors
+
+
+def test_proxy_killed_mid_call(manager: asylo.EnclaveManager, load_primitives: Load) -> None:
+    client = load_primitives()
+    caller, errors = start_long_call(client)
     killed = time.monotonic()
     os.kill(proxy_pid(client), signal.SIGKILL)
     caller.join(10)
@@ -178,17 +184,7 @@ def test_stopped_proxy_is_noticed_by_keepalive(manager: asylo.EnclaveManager, lo
     """A proxy that stops answering without closing its socket (SIGSTOP: a hung machine, a cut cable) turns the
     waiting call into EnclaveUnavailable within seconds, through keepalive pings."""
     client = load_primitives()
-    errors: list[BaseException] = []
-
-    def long_call() -> None:
-        try:
-            client.call("sleep", u64(60_000))
-        except BaseException as exc:
-            errors.append(exc)
-
-    caller = threading.Thread(target=long_call)
-    caller.start()
-    time.sleep(0.5)
+    caller, errors = start_long_call(client)
     pid = proxy_pid(client)
     os.kill(pid, signal.SIGSTOP)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from asylo.session.body import encode_varint
+from asylo.session.body import encode_varint, read_varint
 from asylo.status import InvalidArgumentError
 
 #: Room for the length prefixes in one message (a prefix is at most 10 bytes; a message holds at most this many
@@ -36,16 +36,10 @@ def unpack(message: bytes, max_frame_size: int) -> list[memoryview]:
     while pos < len(view):
         if len(frames) >= MAX_FRAMES_PER_MESSAGE:
             raise InvalidArgumentError(f"more than {MAX_FRAMES_PER_MESSAGE} frames in one message")
-        size = shift = 0
-        while True:
-            if pos >= len(view) or shift > 35:
-                raise InvalidArgumentError("a malformed frame length")
-            byte = view[pos]
-            pos += 1
-            size |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
+        try:
+            size, pos = read_varint(view, pos)
+        except ValueError:
+            raise InvalidArgumentError("a malformed frame length") from None
         if size > max_frame_size or pos + size > len(view):
             raise InvalidArgumentError(f"a frame of {size} bytes where {min(max_frame_size, len(view) - pos)} "
                                        f"at most fit")

@@ -21,7 +21,7 @@ KEEPALIVE_INTERVAL_MS = 2000
 KEEPALIVE_TIMEOUT_MS = 2000
 
 
-def channel_options(limits: SessionLimits) -> list[tuple[str, int]]:
+def _common_options(limits: SessionLimits) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", limits.grpc_message_limit),
         ("grpc.max_receive_message_length", limits.grpc_message_limit),
@@ -31,6 +31,12 @@ def channel_options(limits: SessionLimits) -> list[tuple[str, int]]:
         ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def channel_options(limits: SessionLimits) -> list[tuple[str, int]]:
+    return [
+        *_common_options(limits),
         # The host never listens and the connection is made once: fail fast instead of retrying for minutes.
         ("grpc.enable_retries", 0),
         ("grpc.initial_reconnect_backoff_ms", 200),
@@ -39,13 +45,7 @@ def channel_options(limits: SessionLimits) -> list[tuple[str, int]]:
 
 def server_options(limits: SessionLimits) -> list[tuple[str, int]]:
     return [
-        ("grpc.max_send_message_length", limits.grpc_message_limit),
-        ("grpc.max_receive_message_length", limits.grpc_message_limit),
-        ("grpc.keepalive_time_ms", KEEPALIVE_INTERVAL_MS),
-        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-        ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
+        *_common_options(limits),
         # Accept the client's pings as often as it sends them (a strict server would close the connection).
         ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_INTERVAL_MS // 2),
         ("grpc.http2.max_ping_strikes", 0),

@@ -37,7 +37,7 @@ def encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(data: memoryview, pos: int) -> tuple[int, int]:
+def read_varint(data: memoryview, pos: int) -> tuple[int, int]:
     """(value, next position); raises ValueError past the end or beyond 64 bits."""
     value = shift = 0
     while True:
@@ -87,16 +87,16 @@ def decode_fragment(frame: bytes | memoryview) -> tuple[int, int, memoryview] | 
     try:
         if not view or view[0] != _FRAME_FRAGMENT_TAG:
             return None
-        length, pos = _read_varint(view, 1)
+        length, pos = read_varint(view, 1)
         if pos + length != len(view) or pos >= len(view) or view[pos] != _TRANSFER_ID_TAG:
             return None
-        transfer_id, pos = _read_varint(view, pos + 1)
+        transfer_id, pos = read_varint(view, pos + 1)
         if pos >= len(view) or view[pos] != _TOTAL_SIZE_TAG:
             return None
-        total, pos = _read_varint(view, pos + 1)
+        total, pos = read_varint(view, pos + 1)
         if pos >= len(view) or view[pos] != _DATA_TAG:
             return None
-        size, pos = _read_varint(view, pos + 1)
+        size, pos = read_varint(view, pos + 1)
     except ValueError:
         return None
     if pos + size != len(view):
