@@ -149,6 +149,21 @@ def test_host_limits_are_negotiated_with_the_proxy(load_primitives: Load, frame_
     assert answer[:3] == [payload[::-1], b"", b"liat"]
 
 
+def test_concurrent_large_calls_stay_within_the_reassembly_budget(load_primitives: Load) -> None:
+    """Eight threads send 1.5 MiB at once into a 4 MiB reassembly budget: the writers hold bodies back until the
+    peer has room, instead of the peer ending the session."""
+    limits = SessionLimits(max_frame_size=256 * 1024, max_message_size=2 * MiB, max_reassembly_bytes=4 * MiB)
+    client = load_primitives(proxy=asylo.RemoteProxyClientConfig(asylo.LocalProvision(), limits=limits))
+
+    def echo(index: int) -> bool:
+        payload = bytes([index]) * (3 * MiB // 2)
+        return client.enter(300, [payload])[0] == payload[::-1]
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(echo, range(8)))
+    assert client.call("echo", b"still open") == b"still open"
+
+
 def start_long_call(client: asylo.EnclaveClient) -> tuple[threading.Thread, list[BaseException]]:
     """A call that sleeps a minute in the enclave, on a thread of its own; what it raises lands in the list."""
     errors: list[BaseException] = []

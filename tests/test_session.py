@@ -44,6 +44,8 @@ from asylo.status import EnclaveUnavailable, FailedPreconditionError, ResourceEx
 
 # Small frames so that fragmentation is cheap to exercise.
 SMALL = SessionLimits(max_frame_size=4096, max_message_size=65536, max_reassembly_bytes=131072)
+# The data of a full fragment under SMALL: every fragment of a body but the last is exactly this (or the rest).
+CHUNK = SMALL.max_frame_size - FRAGMENT_OVERHEAD
 TERMINAL = (SessionState.CLOSED, SessionState.ERROR)
 LOAD_CONFIG = enclave_pb2.EnclaveLoadConfig(
     name="demo", config=enclave_pb2.EnclaveConfig(name="demo", data=b"\x00config\xff"), debug=True,
@@ -130,8 +132,8 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def split(body: bytes, transfer_id: int, chunk: int = 3000, order: tuple[int, ...] = CANONICAL) -> list[bytes]:
-    """Fragments of a body (any chunk size will do for the receiver)."""
+def split(body: bytes, transfer_id: int, chunk: int = CHUNK, order: tuple[int, ...] = CANONICAL) -> list[bytes]:
+    """Fragments of a body, in full chunks (the receiver takes no shorter fragment but the last)."""
     return [fragment_frame(transfer_id, len(body), body[i:i + chunk], order) for i in range(0, len(body), chunk)]
 
 
@@ -608,7 +610,8 @@ def test_limits_are_negotiated_down_to_the_smaller() -> None:
         enclave.receive(host.send_hello(b"token", LOAD_CONFIG))
         host.receive(enclave.send_welcome(MEASUREMENT, SIGNER, "demo"))
         for side in (host, enclave):
-            assert (side.limits.max_frame_size, side.limits.max_message_size) == (8192, 65536)
+            assert (side.limits.max_frame_size, side.limits.max_message_size,
+                    side.limits.max_reassembly_bytes) == (8192, 65536, 131072)
         body = [b"z" * 60000]
         frames = host.send_call(Call(1, 1, 0, body))
         assert all(len(frame) <= 8192 + 64 for frame in frames)
@@ -617,15 +620,81 @@ def test_limits_are_negotiated_down_to_the_smaller() -> None:
             host.send_call(Call(2, 2, 0, [b"z" * 70000]))
 
 
-def test_a_welcome_that_raises_the_limits_is_a_violation() -> None:
-    host = Session(Role.HOST, SessionLimits(max_frame_size=8192, max_message_size=65536,
-                                            max_reassembly_bytes=131072))
-    enclave = Session(Role.ENCLAVE)
+def _budget(reassembly: int) -> SessionLimits:
+    return SessionLimits(max_frame_size=4096, max_message_size=131072, max_reassembly_bytes=reassembly)
+
+
+@pytest.mark.parametrize(("host_limits", "enclave_limits"), [(_budget(131072 * 4), _budget(131072 * 2)),
+                                                             (_budget(131072 * 2), _budget(131072 * 4))],
+                         ids=["the enclave's smaller", "the host's smaller"])
+def test_the_reassembly_budget_is_negotiated_down_to_the_smaller(host_limits: SessionLimits,
+                                                                  enclave_limits: SessionLimits) -> None:
+    host, enclave = Session(Role.HOST, host_limits), Session(Role.ENCLAVE, enclave_limits)
+    hello = host.send_hello(b"token", LOAD_CONFIG)
+    assert session_pb2.Frame.FromString(hello).hello.max_reassembly_bytes == host_limits.max_reassembly_bytes
+    enclave.receive(hello)
+    welcome = enclave.send_welcome(MEASUREMENT, SIGNER, "demo")
+    assert session_pb2.Frame.FromString(welcome).welcome.max_reassembly_bytes == 131072 * 2
+    assert isinstance(host.receive(welcome)[0], WelcomeReceived)
+    assert host.limits.max_reassembly_bytes == enclave.limits.max_reassembly_bytes == 131072 * 2
+    # Each side holds the other to it, whichever asked for it: two bodies of 100 000 bytes fit, a third does not.
+    headers = [host.send_call(Call(n, n, 0, [_payload(100_000, n)]))[0] for n in (1, 2, 3)]
+    assert enclave.receive(headers[0]) == [] and enclave.receive(headers[1]) == []
+    assert_violation(enclave, enclave.receive(headers[2]), StatusCode.RESOURCE_EXHAUSTED,
+                     f"would hold more than max_reassembly_bytes ({131072 * 2})")
+    host, enclave = open_pair_with(host_limits, enclave_limits)
+    for call_id in (1, 2, 3):
+        do_call(host, enclave, call_id, call_id)
+    headers = [enclave.send_result(Result(n, n, Status(), [_payload(100_000, n)]))[0] for n in (1, 2, 3)]
+    assert host.receive(headers[0]) == [] and host.receive(headers[1]) == []
+    assert_violation(host, host.receive(headers[2]), StatusCode.RESOURCE_EXHAUSTED,
+                     f"would hold more than max_reassembly_bytes ({131072 * 2})")
+
+
+def open_pair_with(host_limits: SessionLimits, enclave_limits: SessionLimits) -> tuple[Session, Session]:
+    host, enclave = Session(Role.HOST, host_limits), Session(Role.ENCLAVE, enclave_limits)
+    enclave.receive(host.send_hello(b"token", LOAD_CONFIG))
+    host.receive(enclave.send_welcome(MEASUREMENT, SIGNER, "demo"))
+    assert host.is_open and enclave.is_open
+    return host, enclave
+
+
+def test_a_missing_or_small_reassembly_budget_in_a_hello_keeps_a_usable_one() -> None:
+    # 0 (an older host) means no preference; a budget below the message size is raised to it.
+    for asked, expected in ((0, 131072), (1000, 65536), (70_000, 70_000)):
+        enclave = Session(Role.ENCLAVE, SMALL)
+        hello = session_pb2.Frame.FromString(Session(Role.HOST, SMALL).send_hello(b"token", LOAD_CONFIG))
+        hello.hello.max_reassembly_bytes = asked
+        assert isinstance(enclave.receive(hello.SerializeToString())[0], HelloReceived)
+        assert enclave.limits.max_reassembly_bytes == expected
+        assert enclave.limits.max_message_size == 65536
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("max_frame_size", 1 << 20, "frames 1048576"),
+    ("max_message_size", 1 << 30, "messages 1073741824"),
+    ("max_reassembly_bytes", 1 << 20, "reassembly 1048576"),
+    ("max_reassembly_bytes", 131072 + 1, "reassembly 131073"),
+])
+def test_a_welcome_that_raises_the_limits_is_a_violation(field: str, value: int, words: str) -> None:
+    limits = SessionLimits(max_frame_size=8192, max_message_size=65536, max_reassembly_bytes=131072)
+    host = Session(Role.HOST, limits)
     host.send_hello(b"token", LOAD_CONFIG)
-    welcome = session_pb2.Frame.FromString(_welcome_bytes(enclave))
-    welcome.welcome.max_frame_size = 1 << 20
+    # The welcome of an enclave with the same limits, with one of them raised.
+    welcome = session_pb2.Frame.FromString(_welcome_bytes(Session(Role.ENCLAVE, limits)))
+    setattr(welcome.welcome, field, value)
     assert_violation(host, host.receive(welcome.SerializeToString()), StatusCode.FAILED_PRECONDITION,
-                     "raised the limits")
+                     "raised the limits", words)
+
+
+def test_a_welcome_that_lowers_the_reassembly_budget_or_leaves_it_out_is_taken() -> None:
+    for value, expected in ((0, 131072), (100_000, 100_000), (65536, 65536)):
+        host = Session(Role.HOST, SMALL)
+        host.send_hello(b"token", LOAD_CONFIG)
+        welcome = session_pb2.Frame.FromString(_welcome_bytes(Session(Role.ENCLAVE, SMALL)))
+        welcome.welcome.max_reassembly_bytes = value
+        assert isinstance(host.receive(welcome.SerializeToString())[0], WelcomeReceived)
+        assert host.limits.max_reassembly_bytes == expected
 
 
 def test_unusable_limits_in_a_hello_are_a_violation() -> None:
@@ -831,13 +900,16 @@ def _announced(total: int = 5000) -> Session:
 
 
 @pytest.mark.parametrize("order", ORDERS, ids=["canonical", "protobuf path"])
-@pytest.mark.parametrize("pieces", [[2000, 2000], [3001], [2999, 2], [1, 1000, 4000]])
-def test_a_transfer_longer_than_declared_is_a_violation(order: tuple[int, ...], pieces: list[int]) -> None:
-    enclave = _announced(3000)
+@pytest.mark.parametrize(("total", "pieces"), [(3000, [3001]), (3000, [4000]), (5000, [CHUNK, 953]),
+                                               (5000, [CHUNK, CHUNK]), (9000, [CHUNK, CHUNK, 905]),
+                                               (2 * CHUNK, [CHUNK, CHUNK + 1])])
+def test_a_transfer_longer_than_declared_is_a_violation(order: tuple[int, ...], total: int,
+                                                        pieces: list[int]) -> None:
+    enclave = _announced(total)
     for size in pieces[:-1]:
-        assert enclave.receive(fragment_frame(1, 3000, b"x" * size, order)) == []
-    assert_violation(enclave, enclave.receive(fragment_frame(1, 3000, b"x" * pieces[-1], order)),
-                     StatusCode.INTERNAL, "transfer 1 is longer than its declared 3000 bytes")
+        assert enclave.receive(fragment_frame(1, total, b"x" * size, order)) == []
+    assert_violation(enclave, enclave.receive(fragment_frame(1, total, b"x" * pieces[-1], order)),
+                     StatusCode.INTERNAL, f"transfer 1 is longer than its declared {total} bytes")
 
 
 @pytest.mark.parametrize("order", ORDERS, ids=["canonical", "protobuf path"])
@@ -845,7 +917,7 @@ def test_a_transfer_longer_than_declared_is_a_violation(order: tuple[int, ...], 
 def test_a_transfer_that_changes_its_size_is_a_violation(order: tuple[int, ...], first: bool, total: int) -> None:
     enclave = _announced()
     if not first:
-        assert enclave.receive(fragment_frame(1, 5000, b"x" * 3000, order)) == []
+        assert enclave.receive(fragment_frame(1, 5000, b"x" * CHUNK, order)) == []
     assert_violation(enclave, enclave.receive(fragment_frame(1, total, b"x" * 1000, order)), StatusCode.INTERNAL,
                      f"transfer 1 changed its size from 5000 to {total}")
 
@@ -855,10 +927,50 @@ def test_a_transfer_that_changes_its_size_is_a_violation(order: tuple[int, ...],
 def test_an_empty_fragment_is_a_violation(order: tuple[int, ...], first: bool) -> None:
     enclave = _announced()
     if not first:
-        assert enclave.receive(fragment_frame(1, 5000, b"x" * 3000, order)) == []
+        assert enclave.receive(fragment_frame(1, 5000, b"x" * CHUNK, order)) == []
     empty = fragment_frame(1, 5000, b"", order)
     assert (decode_fragment(empty) is None) == (order != CANONICAL)
     assert_violation(enclave, enclave.receive(empty), StatusCode.INTERNAL, "an empty fragment in transfer 1")
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["canonical", "protobuf path"])
+@pytest.mark.parametrize(("total", "pieces"), [
+    (10_000, [1]), (10_000, [CHUNK - 1]), (10_000, [CHUNK, 2000]),  # short while more than a chunk is left
+    (5000, [CHUNK, 951]), (5000, [1]), (3000, [2999]),  # the last fragment short of the rest
+    (2 * CHUNK + 1, [CHUNK, CHUNK - 1]),
+])
+def test_a_short_fragment_in_the_middle_of_a_transfer_is_a_violation(order: tuple[int, ...], total: int,
+                                                                     pieces: list[int]) -> None:
+    # Only the last fragment may be shorter than a full chunk, and then it is exactly the rest of the body.
+    enclave = _announced(total)
+    for size in pieces[:-1]:
+        assert enclave.receive(fragment_frame(1, total, b"x" * size, order)) == []
+    assert_violation(enclave, enclave.receive(fragment_frame(1, total, b"x" * pieces[-1], order)),
+                     StatusCode.INTERNAL, f"a short fragment ({pieces[-1]} bytes) in the middle of transfer 1")
+    assert enclave._transfers == {} and enclave._reassembly_bytes == 0
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["canonical", "protobuf path"])
+@pytest.mark.parametrize("total", [1000, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 3 * CHUNK + 7])
+def test_full_chunks_and_a_shorter_last_fragment_are_accepted(order: tuple[int, ...], total: int) -> None:
+    enclave = _announced(total)
+    body = _payload(total)
+    events = pump(split(body, 1, order=order), enclave)
+    assert events == [Call(1, 1, 0, [body[:total - 1000], body[total - 1000:]])]
+    assert enclave._transfers == {} and enclave._reassembly_bytes == 0
+
+
+def test_a_full_chunk_is_measured_by_the_negotiated_frame_size() -> None:
+    # Both sides asked for 8192-byte frames: a 4048-byte fragment (full under SMALL) is short here.
+    limits = SessionLimits(max_frame_size=8192, max_message_size=65536, max_reassembly_bytes=131072)
+    host, enclave = open_pair(limits)
+    frames = host.send_call(Call(1, 1, 0, [_payload(20_000)]))
+    assert [len(decode_fragment(data)[2]) for data in frames[1:]] == [8192 - FRAGMENT_OVERHEAD] * 2 + [
+        20_000 - 2 * (8192 - FRAGMENT_OVERHEAD)]  # type: ignore[index]
+    assert pump(frames, enclave) == [Call(1, 1, 0, [_payload(20_000)])]
+    assert enclave.receive(call_header(2, 2, 9, [20_000])) == []
+    assert_violation(enclave, enclave.receive(fragment_frame(9, 20_000, b"x" * CHUNK)), StatusCode.INTERNAL,
+                     f"a short fragment ({CHUNK} bytes) in the middle of transfer 9")
 
 
 def _after_transfers() -> tuple[Session, Session]:
@@ -933,7 +1045,7 @@ def test_a_body_of_any_size_up_to_max_message_size_is_accepted(sizes: list[int])
     _, enclave = open_pair(SMALL)
     extents = [_payload(size, seed) for seed, size in enumerate(sizes)]
     assert enclave.receive(call_header(1, 1, 7, sizes, selector=3)) == []
-    assert pump(split(b"".join(extents), 7, chunk=1500), enclave) == [Call(1, 1, 3, extents)]
+    assert pump(split(b"".join(extents), 7), enclave) == [Call(1, 1, 3, extents)]
 
 
 def test_a_duplicate_transfer_id_in_progress_is_a_violation() -> None:
@@ -1010,21 +1122,25 @@ def test_transfers_in_progress_are_bounded() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(extents=st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([b"", frame(goodbye=session_pb2.Goodbye()),
-                                                                          fragment_frame(1, 5, b"12345"), b"\xff"])),
+                                                                          fragment_frame(1, 5, b"12345"), b"\xff"]),
+                                  st.builds(_payload, st.integers(0, 9000), st.integers(0, 2**16))),
                         min_size=1, max_size=6).filter(any),
-       cuts=st.lists(st.integers(0, 300), max_size=8), orders=st.lists(st.permutations(CANONICAL), min_size=1))
+       frame_size=st.one_of(st.just(4096), st.integers(4096, 6000)),
+       orders=st.lists(st.permutations(CANONICAL), min_size=1))
 def test_a_body_arrives_byte_identical_however_it_is_cut_and_encoded(
-        extents: list[bytes], cuts: list[int], orders: list[list[int]]) -> None:
-    """Fragments may cut the body anywhere (across extents, mid-extent) and write their fields in any order: the
-    canonical ones are read by body.py, the others by protobuf, and the extents come out as sent, never parsed."""
+        extents: list[bytes], frame_size: int, orders: list[list[int]]) -> None:
+    """Full chunks fall anywhere in the body (across extents, mid-extent: the extents and the frame size are random)
+    and fragments may write their fields in any order: the canonical ones are read by body.py, the others by
+    protobuf, and the extents come out as sent, never parsed."""
     body = b"".join(extents)
-    bounds = sorted({0, len(body), *(cut % len(body) for cut in cuts)})
-    _, enclave = open_pair(SMALL)
+    limits = SessionLimits(max_frame_size=frame_size, max_message_size=65536, max_reassembly_bytes=131072)
+    _, enclave = open_pair(limits)
     assert enclave.receive(call_header(1, 1, 5, [len(extent) for extent in extents])) == []
-    fragments = [fragment_frame(5, len(body), body[start:end], tuple(orders[index % len(orders)]))
-                 for index, (start, end) in enumerate(itertools.pairwise(bounds))]
+    chunk = frame_size - FRAGMENT_OVERHEAD
+    fragments = [fragment_frame(5, len(body), body[start:start + chunk], tuple(orders[index % len(orders)]))
+                 for index, start in enumerate(range(0, len(body), chunk))]
     assert pump(fragments, enclave) == [Call(1, 1, 0, extents)]
-    assert enclave._reassembly_bytes == 0
+    assert enclave._transfers == {} and enclave._reassembly_bytes == 0
 
 
 @pytest.mark.parametrize("order", [(1, 3, 2), (2, 1, 3), (2, 3, 1), (3, 1, 2), (3, 2, 1)])
@@ -1032,7 +1148,7 @@ def test_a_fragment_with_its_fields_in_another_order_is_read_through_protobuf_al
     body = _payload(9000)
     events = {}
     for name, fields in (("canonical", CANONICAL), ("other", order)):
-        fragments = split(body, 1, 4000, fields)
+        fragments = split(body, 1, order=fields)
         assert all((decode_fragment(data) is None) == (fields != CANONICAL) for data in fragments)
         _, enclave = open_pair(SMALL)
         assert enclave.receive(call_header(1, 1, 1, [1000, 8000])) == []
@@ -1181,6 +1297,43 @@ def test_goodbye_ends_the_session_on_both_sides(who: str, status: Status) -> Non
         assert session.state is SessionState.CLOSED and session.end_status == status
 
 
+def _half_received_both_ways() -> tuple[Session, Session]:
+    """A pair with two bodies half received by each side: a header and a fragment in, the rest still coming."""
+    host, enclave = open_pair(SMALL)
+    for thread in (1, 2):
+        do_call(host, enclave, thread, thread)
+        assert pump(enclave.send_result(Result(thread, thread, Status(), [_payload(9000, thread)]))[:2], host) == []
+    for call_id in (3, 4):
+        assert pump(host.send_call(Call(call_id, call_id, 0, [_payload(9000, call_id)]))[:2], enclave) == []
+    for session in (host, enclave):
+        assert len(session._transfers) == 2 and session._reassembly_bytes == 18_000
+    return host, enclave
+
+
+@pytest.mark.parametrize("who", ["host", "enclave"])
+@pytest.mark.parametrize("status", [None, Status(StatusCode.UNAVAILABLE, "enclave destroyed")])
+def test_goodbye_drops_half_received_bodies_on_both_sides(who: str, status: Status | None) -> None:
+    host, enclave = _half_received_both_ways()
+    leaver, peer = (host, enclave) if who == "host" else (enclave, host)
+    data = leaver.send_goodbye(status)
+    assert leaver.state is SessionState.CLOSED
+    assert leaver._transfers == {} and leaver._reassembly_bytes == 0  # goodbye sent
+    assert len(peer._transfers) == 2 and peer._reassembly_bytes == 18_000  # not yet told
+    assert peer.receive(data) == [SessionEnded(status or Status(), by_peer=True)]
+    assert peer._transfers == {} and peer._reassembly_bytes == 0  # goodbye received
+    # The rest of a dropped body is ignored, like any frame after the end.
+    for session in (host, enclave):
+        assert session.receive(fragment_frame(1, 9000, b"x" * CHUNK)) == []
+        assert session._transfers == {} and session._reassembly_bytes == 0
+
+
+def test_a_goodbye_said_after_a_violation_leaves_nothing_held() -> None:
+    host, _ = _half_received_both_ways()
+    assert_violation(host, host.receive(fragment_frame(1, 9000, b"x")), StatusCode.INTERNAL, "a short fragment")
+    host.send_goodbye()
+    assert host._transfers == {} and host._reassembly_bytes == 0 and host.state is SessionState.ERROR
+
+
 def test_goodbye_before_the_handshake_and_with_an_unknown_code() -> None:
     enclave = Session(Role.ENCLAVE)
     assert enclave.receive(goodbye_frame(12345, "bye")) == [SessionEnded(Status(StatusCode.UNKNOWN, "bye"),
@@ -1265,6 +1418,8 @@ def check_receive(session: Session, data: bytes) -> list[Event]:
             assert decode_fragment(data) is not None or _parsed_kind(data) == "fragment" or body_header(data)
         return events
     [end] = ended
+    # An ended session holds no half-received bodies, whoever ended it.
+    assert session._transfers == {} and session._reassembly_bytes == 0
     if end.by_peer:
         assert session.state is SessionState.CLOSED and end.goodbye is None
     else:
@@ -1478,7 +1633,7 @@ class SessionPair(RuleBasedStateMachine):
             self.inflight[role].remove(message)
         self._receive(self.sides[role], data, [message.expected] if not message.frames else [])
 
-    def _receive(self, side: _Side, data: bytes, expected: list[Event]) -> None:
+    def _receive(self, side: _Side, data: bytes, expected: list[Event]) -> list[Event]:
         self.history.append((side.role, data))
         before = side.session.state
         if before in TERMINAL:
@@ -1497,6 +1652,7 @@ class SessionPair(RuleBasedStateMachine):
             assert events[0].goodbye is not None
             # Tell the peer, as a transport would.
             self._send(side, [events[0].goodbye], SessionEnded(events[0].status, by_peer=True))
+        return events
 
     # -- valid traffic -------------------------------------------------------------------------------------------
 
@@ -1563,6 +1719,8 @@ class SessionPair(RuleBasedStateMachine):
         status = Status(code, message)
         self._send(side, [side.session.send_goodbye(status)], SessionEnded(status, by_peer=True))
         assert side.session.state is SessionState.CLOSED
+        # Its half-received bodies are dropped at once; the rest of them, still on the way, will be ignored.
+        assert side.session._transfers == {} and side.session._reassembly_bytes == 0
 
     @rule(data=st.data(), count=st.integers(1, 24))
     def deliver(self, data: st.DataObject, count: int) -> None:
@@ -1631,7 +1789,7 @@ _HOSTILE_FRAMES = st.one_of(
               st.text(max_size=8), st.lists(st.binary(max_size=8), max_size=2)),
     st.builds(fragment_frame, st.integers(0, 4),
               st.one_of(st.sampled_from([0, 1, 4096, 4097, 4100, 65536, 65537, 2**64 - 1]), st.integers(0, 2**20)),
-              st.one_of(st.binary(max_size=64), st.builds(bytes, st.sampled_from([4000, 4096]))), _ORDERS),
+              st.one_of(st.binary(max_size=64), st.builds(bytes, st.sampled_from([4000, CHUNK, 4096]))), _ORDERS),
     st.builds(thread_gone_frame, _SMALL_IDS),
     st.builds(goodbye_frame, st.integers(-2**31, 2**31 - 1), st.text(max_size=8)),
 )
@@ -1698,12 +1856,13 @@ class HostileSessionPair(SessionPair):
         return side.open and bool(side.pending or self._next_body(role))
 
     @precondition(lambda self: self.forged_bodies < 2 and any(self._can_forge_body(role) for role in Role))
-    @rule(data=st.data(), how=st.sampled_from(["complete", "complete", "piece", "too long", "wrong size", "empty"]),
-          order=_ORDERS)
+    @rule(data=st.data(), how=st.sampled_from(["complete", "complete", "piece", "short", "too long", "wrong size",
+                                               "empty"]), order=_ORDERS)
     def forge_body(self, data: st.DataObject, how: str, order: tuple[int, ...]) -> None:
-        """Fragments for a body the target really has coming (its header let in first if need be): the rest of it
-        forged (the call or result must still reach the one it belongs to), a stray piece, too much, the wrong size
-        or nothing, in either decoding path."""
+        """Fragments for a body the target really has coming (its header let in first if need be), in either decoding
+        path: the rest of it forged in full chunks (the call or result must still reach the one it belongs to), or a
+        stray byte, a piece a byte short of a full chunk (or of the rest), a byte too much, the wrong size or
+        nothing, each a violation."""
         self.forged_bodies += 1
         role = data.draw(st.sampled_from([role for role in Role if self._can_forge_body(role)]), label="target")
         side = self.sides[role]
@@ -1714,19 +1873,35 @@ class HostileSessionPair(SessionPair):
             if not side.pending:
                 return  # refused: the target was already off the rails
         target = data.draw(st.sampled_from(sorted(side.pending.values(), key=lambda p: p.transfer)), label="body")
-        # What is left of it: the data of its fragments still on the way (all of it, if the header was forged).
-        remaining = target.total
-        for message in self.inflight[role]:
-            fragments = [decode_fragment(frame) for frame in message.frames] if message.started else []
-            if fragments and fragments[0] is not None and fragments[0][0] == target.transfer:
-                remaining = sum(len(fragment[2]) for fragment in fragments if fragment is not None)
-        size, total = {"complete": (remaining, target.total), "piece": (1, target.total),
-                       "too long": (remaining + 1, target.total), "wrong size": (1, target.total + 1),
-                       "empty": (0, target.total)}[how]
+        # What is left of it (the data of its fragments still on the way; all of it, if the header was forged).
+        transfer = side.session._transfers[target.transfer]
+        assert transfer.total == target.total
+        remaining = target.total - transfer.received
+        full = min(remaining, CHUNK)
+        pieces = {"complete": [CHUNK] * (remaining // CHUNK) + ([remaining % CHUNK] if remaining % CHUNK else []),
+                  "piece": [1], "short": [full - 1], "wrong size": [1], "empty": [0],
+                  "too long": [CHUNK] * ((remaining - 1) // CHUNK) + [(remaining - 1) % CHUNK + 2]}[how]
+        total = target.total + 1 if how == "wrong size" else target.total
+        words = {"complete": None, "piece": "a short fragment (1 bytes)",
+                 "short": f"a short fragment ({full - 1} bytes)", "too long": "is longer than its declared",
+                 "wrong size": "changed its size", "empty": "an empty fragment"}[how]
+        if how in ("piece", "short") and pieces[-1] in (0, remaining):
+            words = "an empty fragment" if pieces[-1] == 0 else None  # a body a byte long has no short piece
         self.tainted = True
-        forged = b"\xee" * size
-        for start in range(0, max(size, 1), 4000):
-            self._receive(side, fragment_frame(target.transfer, total, forged[start:start + 4000], order), _UNCHECKED)
+        events: list[Event] = []
+        for size in pieces:
+            assert not events, "the body was over before the last forged piece"
+            events = self._receive(side, fragment_frame(target.transfer, total, b"\xee" * size, order), _UNCHECKED)
+        if words is None:
+            # The whole body, forged or not, completes the call or result it was announced for (observe checked it).
+            assert len(events) == 1 and isinstance(events[0], (Call, Result)), events
+            assert (type(events[0]), events[0].call_id) == (target.kind, target.call_id)
+            assert b"".join(events[0].extents).endswith(b"\xee" * remaining)
+        else:
+            assert len(events) == 1 and isinstance(events[0], SessionEnded) and not events[0].by_peer, events
+            assert words in events[0].status.message and f"transfer {target.transfer}" in events[0].status.message, (
+                words, events[0].status.message)
+        assert target.transfer not in side.session._transfers
 
 
 def test_random_valid_traffic_is_delivered_exactly_and_never_mis_routed() -> None:

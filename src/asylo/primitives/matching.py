@@ -162,6 +162,9 @@ class HostThreads:
         # (and the enclave told) when the thread ends.
         self._inboxes: dict[int, queue.SimpleQueue[Call | Result | _Closed]] = {}
         self._abandoned: dict[int, _Abandoned] = {}
+        #: Keys of host threads that ended, for the reporter thread (None stops it).
+        self._gone: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._reporter: threading.Thread | None = None
         self._finalizers: list[weakref.finalize[..., _HostThreadSlot]] = []
         self._lock = threading.Lock()
         self._closed: Status | None = None
@@ -173,6 +176,10 @@ class HostThreads:
             slot = _HostThreadSlot(next(self._keys))
             with self._lock:
                 self._inboxes[slot.key] = slot.inbox
+                if self._reporter is None and self._closed is None:
+                    self._reporter = threading.Thread(target=self._report_gone, daemon=True,
+                                                      name=f"asylo-thread-reporter-{slot.key}")
+                    self._reporter.start()
             self._local.slot = slot
             # The slot lives in this thread's locals, so it is collected when the thread ends: tell the enclave.
             # Weakly, so that a closed HostThreads (and its enclave) is not kept alive by a live thread, and not at
@@ -186,14 +193,20 @@ class HostThreads:
         return slot
 
     def _thread_gone(self, key: int) -> None:
-        with self._lock:
-            self._inboxes.pop(key, None)
-            closed = self._closed is not None
-        if not closed:
-            try:
-                self._send(ThreadGone(key))
-            except Exception:  # the transport may be gone already; the worker then goes with it
-                _log.debug("could not report the end of host thread %d", key, exc_info=True)
+        # Called by a finalizer, which may run in any thread at any allocation — even one that holds the transport's
+        # lock. So nothing is sent from here: SimpleQueue.put is safe in finalizers, and a reporter thread sends.
+        self._gone.put(key)
+
+    def _report_gone(self) -> None:
+        while (key := self._gone.get()) is not None:
+            with self._lock:
+                self._inboxes.pop(key, None)
+                closed = self._closed is not None
+            if not closed:
+                try:
+                    self._send(ThreadGone(key))
+                except Exception:  # the transport may be gone already; the worker then goes with it
+                    _log.debug("could not report the end of host thread %d", key, exc_info=True)
 
     def enter(self, selector: int, extents: Sequence[bytes]) -> list[bytes]:
         """Make an entry call from this thread and wait for it, serving its exit calls meanwhile."""
@@ -257,6 +270,10 @@ class HostThreads:
             finalizer.detach()
         for inbox in inboxes:
             inbox.put(closed)
+        self._gone.put(None)
+        reporter = self._reporter
+        if reporter is not None and reporter is not threading.current_thread():
+            reporter.join(5)
 
     @property
     def closed(self) -> bool:

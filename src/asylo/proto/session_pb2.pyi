@@ -26,29 +26,32 @@ class Frame(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., call: _Optional[_Union[CallFrame, _Mapping]] = ..., result: _Optional[_Union[ResultFrame, _Mapping]] = ..., fragment: _Optional[_Union[Fragment, _Mapping]] = ..., thread_gone: _Optional[_Union[ThreadGone, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("version", "token", "load_config", "max_frame_size", "max_message_size", "handshake")
+    __slots__ = ("version", "token", "load_config", "max_frame_size", "max_message_size", "max_reassembly_bytes", "handshake")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     LOAD_CONFIG_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_REASSEMBLY_BYTES_FIELD_NUMBER: _ClassVar[int]
     HANDSHAKE_FIELD_NUMBER: _ClassVar[int]
     version: int
     token: bytes
     load_config: _enclave_pb2.EnclaveLoadConfig
     max_frame_size: int
     max_message_size: int
+    max_reassembly_bytes: int
     handshake: bytes
-    def __init__(self, version: _Optional[int] = ..., token: _Optional[bytes] = ..., load_config: _Optional[_Union[_enclave_pb2.EnclaveLoadConfig, _Mapping]] = ..., max_frame_size: _Optional[int] = ..., max_message_size: _Optional[int] = ..., handshake: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., token: _Optional[bytes] = ..., load_config: _Optional[_Union[_enclave_pb2.EnclaveLoadConfig, _Mapping]] = ..., max_frame_size: _Optional[int] = ..., max_message_size: _Optional[int] = ..., max_reassembly_bytes: _Optional[int] = ..., handshake: _Optional[bytes] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("version", "measurement", "signer", "enclave_name", "max_frame_size", "max_message_size", "handshake")
+    __slots__ = ("version", "measurement", "signer", "enclave_name", "max_frame_size", "max_message_size", "max_reassembly_bytes", "handshake")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MEASUREMENT_FIELD_NUMBER: _ClassVar[int]
     SIGNER_FIELD_NUMBER: _ClassVar[int]
     ENCLAVE_NAME_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_REASSEMBLY_BYTES_FIELD_NUMBER: _ClassVar[int]
     HANDSHAKE_FIELD_NUMBER: _ClassVar[int]
     version: int
     measurement: bytes
@@ -56,8 +59,9 @@ class Welcome(_message.Message):
     enclave_name: str
     max_frame_size: int
     max_message_size: int
+    max_reassembly_bytes: int
     handshake: bytes
-    def __init__(self, version: _Optional[int] = ..., measurement: _Optional[bytes] = ..., signer: _Optional[bytes] = ..., enclave_name: _Optional[str] = ..., max_frame_size: _Optional[int] = ..., max_message_size: _Optional[int] = ..., handshake: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., measurement: _Optional[bytes] = ..., signer: _Optional[bytes] = ..., enclave_name: _Optional[str] = ..., max_frame_size: _Optional[int] = ..., max_message_size: _Optional[int] = ..., max_reassembly_bytes: _Optional[int] = ..., handshake: _Optional[bytes] = ...) -> None: ...
 
 class CallFrame(_message.Message):
     __slots__ = ("call_id", "thread", "selector", "extents", "body_transfer", "extent_sizes")

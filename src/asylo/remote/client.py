@@ -162,7 +162,8 @@ class RemoteEnclaveProxyClient:
     async def _write_loop(self) -> None:
         assert self._call is not None
         try:
-            await write_fairly(self._outbox, self._call.write, self._link.session.limits.max_frame_size)
+            limits = self._link.session.limits  # as negotiated in the handshake
+            await write_fairly(self._outbox, self._call.write, limits.max_frame_size, limits.max_reassembly_bytes)
             await self._call.done_writing()
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
             _log.debug("writing to the enclave's proxy failed: %s", exc)

@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from asylo.primitives.matching import Call, Message, Result, ThreadGone
@@ -28,6 +28,9 @@ _log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class _Item:
     frames: Sequence[bytes]
+    #: Bytes of the body this message's fragments carry (0: it is one frame). The peer holds a body from its header
+    #: to its last fragment, within its reassembly budget.
+    body: int = 0
     #: Written only after everything queued before it (a goodbye must not overtake the calls it ends).
     final: bool = False
     #: After this item the stream is half-closed.
@@ -42,8 +45,8 @@ class Outbox:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._closed = False
 
-    def put(self, frames: Sequence[bytes], *, final: bool = False) -> None:
-        self._put(_Item(frames, final=final))
+    def put(self, frames: Sequence[bytes], *, body: int = 0) -> None:
+        self._put(_Item(frames, body=body))
 
     def _put(self, item: _Item) -> None:
         if self._closed:
@@ -61,56 +64,105 @@ class Outbox:
             self._closed = True
 
 
-async def write_fairly(outbox: Outbox, write: Callable[[bytes], Awaitable[None]], frame_limit: int) -> None:
+@dataclass
+class _Sending:
+    frames: Iterator[bytes]
+    body: int
+
+
+class _FairWriter:
+    """The state of `write_fairly`: messages being written, messages waiting for body budget."""
+
+    def __init__(self, write: Callable[[bytes], Awaitable[None]], frame_limit: int, body_budget: int) -> None:
+        self.write = write
+        self.frame_limit = frame_limit
+        self.body_budget = body_budget
+        self.active: collections.deque[_Sending] = collections.deque()
+        self.waiting: collections.deque[_Item] = collections.deque()
+        self.in_flight = 0
+
+    def take(self, item: _Item) -> None:
+        """Start writing `item`, or let it wait if its body would exceed the peer's budget."""
+        if item.body and (self.waiting or (self.in_flight and self.in_flight + item.body > self.body_budget)):
+            self.waiting.append(item)
+        else:
+            self._admit(item)
+
+    def _admit(self, item: _Item) -> None:
+        self.in_flight += item.body
+        self.active.append(_Sending(iter(item.frames), item.body))
+
+    def _finished(self, sending: _Sending) -> None:
+        self.in_flight -= sending.body
+        while self.waiting and (self.in_flight == 0 or self.in_flight + self.waiting[0].body <= self.body_budget):
+            self._admit(self.waiting.popleft())
+
+    async def drain(self) -> None:
+        """Write everything, one message after another: at most one body in flight, always within the budget."""
+        for sending in [*self.active, *(_Sending(iter(item.frames), item.body) for item in self.waiting)]:
+            await self.write_packed(sending.frames)
+        self.active.clear()
+        self.waiting.clear()
+        self.in_flight = 0
+
+    async def write_packed(self, frames: Iterable[bytes]) -> None:
+        batch: list[bytes] = []
+        size = 0
+        for frame in frames:
+            if batch and (size + len(frame) > self.frame_limit or len(batch) == batching.MAX_FRAMES_PER_MESSAGE):
+                await self.write(batching.pack(batch))
+                batch, size = [], 0
+            batch.append(frame)
+            size += len(frame)
+        if batch:
+            await self.write(batching.pack(batch))
+
+    async def write_turns(self) -> None:
+        """One frame from each message in turn, as many as fit in one gRPC message."""
+        turns: list[bytes] = []
+        size = 0
+        while self.active and len(turns) < batching.MAX_FRAMES_PER_MESSAGE:
+            sending = self.active.popleft()
+            turn = next(sending.frames, None)
+            if turn is None:
+                self._finished(sending)
+                continue
+            if turns and size + len(turn) > self.frame_limit:
+                self.active.appendleft(_Sending(itertools.chain([turn], sending.frames), sending.body))
+                break
+            turns.append(turn)
+            size += len(turn)
+            self.active.append(sending)
+        if turns:
+            await self.write(batching.pack(turns))
+
+
+async def write_fairly(outbox: Outbox, write: Callable[[bytes], Awaitable[None]], frame_limit: int,
+                       body_budget: int) -> None:
     """Write the outbox's messages to the stream until its end, taking turns frame by frame between messages, and
     packing the frames that are ready at once into one gRPC message (see `batching`).
 
     A 256 MiB call is hundreds of frames; written back to back they would hold every other thread's small calls
     behind them for as long as the transfer takes. Taking turns keeps them moving. Frames of one message stay in
     order, and messages of one thread cannot overlap (each waits for the peer's answer to the one before).
+
+    Bodies being written at once stay within `body_budget`, the peer's reassembly budget (negotiated in the
+    handshake): a message whose body would exceed it waits until earlier bodies are out. Without this, several large
+    calls at once would make the peer end the session.
     """
-    active: collections.deque[Iterator[bytes]] = collections.deque()
+    writer = _FairWriter(write, frame_limit, body_budget)
     queue = outbox._queue
-
-    async def flush(frames: list[bytes]) -> None:
-        batch: list[bytes] = []
-        size = 0
-        for frame in frames:
-            if batch and (size + len(frame) > frame_limit or len(batch) == batching.MAX_FRAMES_PER_MESSAGE):
-                await write(batching.pack(batch))
-                batch, size = [], 0
-            batch.append(frame)
-            size += len(frame)
-        if batch:
-            await write(batching.pack(batch))
-
     while True:
-        while not active or not queue.empty():
+        while not writer.active or not queue.empty():
             item = queue.get_nowait() if not queue.empty() else await queue.get()
             if item.final:
-                pending = [frame for frames in active for frame in frames]
-                active.clear()
-                await flush(pending + list(item.frames))
+                await writer.drain()
+                await writer.write_packed(item.frames)
                 if item.end:
                     return
             else:
-                active.append(iter(item.frames))
-        # One frame from each message in turn, as many as fit in one gRPC message.
-        turns: list[bytes] = []
-        size = 0
-        while active and len(turns) < batching.MAX_FRAMES_PER_MESSAGE:
-            frames = active.popleft()
-            turn = next(frames, None)
-            if turn is None:
-                continue
-            if turns and size + len(turn) > frame_limit:
-                active.appendleft(itertools.chain([turn], frames))
-                break
-            turns.append(turn)
-            size += len(turn)
-            active.append(frames)
-        if turns:
-            await write(batching.pack(turns))
+                writer.take(item)
+        await writer.write_turns()
 
 
 class SessionLink:
@@ -135,7 +187,9 @@ class SessionLink:
                 if not self.session.is_open:
                     return
                 frames = [self.session.send_thread_gone(message.thread)]
-            self._outbox.put(frames)
+            # Several frames: a header and the fragments of a body of the extents' size (see Session._encode).
+            extents = message.extents if isinstance(message, Call | Result) else ()
+            self._outbox.put(frames, body=sum(len(extent) for extent in extents) if len(frames) > 1 else 0)
 
     def receive(self, data: bytes) -> list[Event]:
         """Events of one gRPC message (one or more frames); a malformed message is a protocol violation."""

@@ -157,7 +157,7 @@ class RemoteEnclaveProxyServer:
         await context.write(batching.pack([session.send_welcome(self.image.measurement, self.image.signer,
                                                                 self.image.manifest.name)]))
         _log.info("serving enclave %r (measurement %s) to %s", name, self.image.measurement.hex(), context.peer())
-        writer = asyncio.create_task(self._write_loop(outbox, context, session.limits.max_frame_size))
+        writer = asyncio.create_task(self._write_loop(outbox, context, session.limits))
         reason = Status(StatusCode.UNAVAILABLE, "the host ended the stream")
         try:
             while True:
@@ -200,9 +200,9 @@ class RemoteEnclaveProxyServer:
         return None
 
     @staticmethod
-    async def _write_loop(outbox: Outbox, context: Any, frame_limit: int) -> None:
+    async def _write_loop(outbox: Outbox, context: Any, limits: SessionLimits) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, RuntimeError):
-            await write_fairly(outbox, context.write, frame_limit)
+            await write_fairly(outbox, context.write, limits.max_frame_size, limits.max_reassembly_bytes)
 
 
 async def _uncancellable(awaitable: Awaitable[None]) -> None:

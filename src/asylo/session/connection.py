@@ -135,7 +135,8 @@ class Session:
         self.state = SessionState.AWAITING_WELCOME
         hello = session_pb2.Hello(version=PROTOCOL_VERSION, token=token, load_config=load_config,
                                   handshake=handshake, max_frame_size=self.limits.max_frame_size,
-                                  max_message_size=self.limits.max_message_size)
+                                  max_message_size=self.limits.max_message_size,
+                                  max_reassembly_bytes=self.limits.max_reassembly_bytes)
         return session_pb2.Frame(hello=hello).SerializeToString()
 
     def send_welcome(self, measurement: bytes, signer: bytes, enclave_name: str, handshake: bytes = b"") -> bytes:
@@ -144,7 +145,8 @@ class Session:
         welcome = session_pb2.Welcome(version=PROTOCOL_VERSION, measurement=measurement, signer=signer,
                                       enclave_name=enclave_name, handshake=handshake,
                                       max_frame_size=self.limits.max_frame_size,
-                                      max_message_size=self.limits.max_message_size)
+                                      max_message_size=self.limits.max_message_size,
+                                      max_reassembly_bytes=self.limits.max_reassembly_bytes)
         return session_pb2.Frame(welcome=welcome).SerializeToString()
 
     def send_call(self, call: Call) -> list[bytes]:
@@ -205,6 +207,7 @@ class Session:
         if self.state not in (SessionState.CLOSED, SessionState.ERROR):
             self.state = SessionState.CLOSED
             self.end_status = status
+            self._drop_transfers()
         # A goodbye is one frame (never fragmented), so its reason is cut to fit one: a long reason (a traceback,
         # say) must not make the peer reject the goodbye itself as an oversized frame. The cut keeps valid UTF-8.
         room = self.limits.max_frame_size - 64
@@ -274,6 +277,11 @@ class Session:
         except ProtocolViolation as violation:
             return [self._fail(violation.status)]
 
+    def _drop_transfers(self) -> None:
+        # A session that is over holds no half-received bodies.
+        self._transfers.clear()
+        self._reassembly_bytes = 0
+
     def fail(self, message: str, code: StatusCode = StatusCode.INTERNAL) -> list[Event]:
         """End the session for a violation the transport found (a malformed batch, say): like one found here."""
         if self.state in (SessionState.CLOSED, SessionState.ERROR):
@@ -283,8 +291,7 @@ class Session:
     def _fail(self, status: Status) -> SessionEnded:
         self.state = SessionState.ERROR
         self.end_status = status
-        self._transfers.clear()
-        self._reassembly_bytes = 0
+        self._drop_transfers()
         goodbye = session_pb2.Frame(goodbye=session_pb2.Goodbye(code=int(status.code), message=status.message))
         return SessionEnded(status, by_peer=False, goodbye=goodbye.SerializeToString())
 
@@ -309,6 +316,7 @@ class Session:
             status = Status(_known_code(frame.goodbye.code), frame.goodbye.message)
             self.state = SessionState.CLOSED
             self.end_status = status
+            self._drop_transfers()
             return [SessionEnded(status, by_peer=True)]
         if kind == "hello":
             return [self._receive_hello(frame.hello)]
@@ -334,8 +342,10 @@ class Session:
             raise _violation(f"protocol version {hello.version} (this side speaks {PROTOCOL_VERSION})",
                              StatusCode.FAILED_PRECONDITION)
         # Both sides use the smaller limits: each then sends only frames and messages the other accepts.
-        self._adopt_limits(min(hello.max_frame_size or self.limits.max_frame_size, self.limits.max_frame_size),
-                           min(hello.max_message_size or self.limits.max_message_size, self.limits.max_message_size))
+        self._adopt_limits(
+            min(hello.max_frame_size or self.limits.max_frame_size, self.limits.max_frame_size),
+            min(hello.max_message_size or self.limits.max_message_size, self.limits.max_message_size),
+            min(hello.max_reassembly_bytes or self.limits.max_reassembly_bytes, self.limits.max_reassembly_bytes))
         self.state = SessionState.HELLO_RECEIVED
         return HelloReceived(hello.version, hello.token, hello.load_config, hello.handshake)
 
@@ -347,18 +357,22 @@ class Session:
                              StatusCode.FAILED_PRECONDITION)
         frame_size = welcome.max_frame_size or self.limits.max_frame_size
         message_size = welcome.max_message_size or self.limits.max_message_size
-        if frame_size > self.limits.max_frame_size or message_size > self.limits.max_message_size:
+        reassembly = welcome.max_reassembly_bytes or self.limits.max_reassembly_bytes
+        if (frame_size > self.limits.max_frame_size or message_size > self.limits.max_message_size
+                or reassembly > self.limits.max_reassembly_bytes):
             raise _violation(f"the welcome raised the limits above what we asked for (frames {frame_size}, "
-                             f"messages {message_size})", StatusCode.FAILED_PRECONDITION)
-        self._adopt_limits(frame_size, message_size)
+                             f"messages {message_size}, reassembly {reassembly})", StatusCode.FAILED_PRECONDITION)
+        self._adopt_limits(frame_size, message_size, reassembly)
         self.state = SessionState.OPEN
         return WelcomeReceived(welcome.version, welcome.measurement, welcome.signer, welcome.enclave_name,
                                welcome.handshake)
 
-    def _adopt_limits(self, frame_size: int, message_size: int) -> None:
+    def _adopt_limits(self, frame_size: int, message_size: int, reassembly: int) -> None:
         message_size = max(message_size, frame_size)
+        reassembly = max(reassembly, message_size)
         try:
-            self.limits = dataclasses.replace(self.limits, max_frame_size=frame_size, max_message_size=message_size)
+            self.limits = dataclasses.replace(self.limits, max_frame_size=frame_size, max_message_size=message_size,
+                                              max_reassembly_bytes=reassembly)
         except ValueError as exc:
             raise _violation(f"unusable limits from the peer: {exc}", StatusCode.FAILED_PRECONDITION) from None
 
@@ -467,6 +481,11 @@ class Session:
             raise _violation(f"transfer {transfer_id} changed its size from {transfer.total} to {total}")
         if not data:
             raise _violation(f"an empty fragment in transfer {transfer_id}")
+        # Every fragment but the last is a full chunk, as the sender cuts them: many tiny fragments would cost far
+        # more memory (a view each) than the bytes the reassembly budget counts.
+        remaining = transfer.total - transfer.received
+        if len(data) < min(remaining, self.limits.max_frame_size - FRAGMENT_OVERHEAD):
+            raise _violation(f"a short fragment ({len(data)} bytes) in the middle of transfer {transfer_id}")
         if transfer.received + len(data) > transfer.total:
             raise _violation(f"transfer {transfer_id} is longer than its declared {transfer.total} bytes")
         transfer.pieces.append(data)
