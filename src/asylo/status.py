@@ -52,7 +52,7 @@ class Status:
 
     @classmethod
     def from_proto(cls, proto: status_pb2.StatusProto) -> Status:
-        return cls(_code_or_unknown(proto.code), proto.message)
+        return cls(code_or_unknown(proto.code), proto.message)
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> Status:
@@ -70,7 +70,8 @@ class Status:
         return self.code.name if not self.message else f"{self.code.name}: {self.message}"
 
 
-def _code_or_unknown(value: int) -> StatusCode:
+def code_or_unknown(value: int) -> StatusCode:
+    """The StatusCode for a number that came from a peer (UNKNOWN for one we do not know)."""
     # A peer may send a number we do not know; that is its error, reported as UNKNOWN rather than a crash here.
     try:
         return StatusCode(value)

@@ -11,6 +11,7 @@ from google.protobuf.message import DecodeError
 from asylo.backends.base import LoadedEnclave
 from asylo.primitives import selectors
 from asylo.primitives.extents import MessageReader
+from asylo.primitives.named import MAX_CALL_NAME, call_name_bytes
 from asylo.proto.enclave_pb2 import EnclaveFinal, EnclaveInput, EnclaveOutput
 from asylo.status import InternalError, InvalidArgumentError, Status
 
@@ -65,9 +66,9 @@ class EnclaveClient:
 
     def call(self, name: str, *args: bytes) -> bytes:
         """Call the enclave's entry point declared `@entry_point` under `name` with bytes arguments."""
-        encoded = name.encode("utf-8")
-        if not encoded or len(encoded) > 256:
-            raise InvalidArgumentError(f"entry point names are 1..256 bytes, got {name!r}")
+        encoded = call_name_bytes(name)
+        if encoded is None:
+            raise InvalidArgumentError(f"entry point names are 1..{MAX_CALL_NAME} bytes, got {name!r}")
         reader = MessageReader(self._enclave.enter(selectors.ENTRY_CALL_NAMED, [encoded, *map(bytes, args)]))
         result = reader.next()
         reader.expect_end()

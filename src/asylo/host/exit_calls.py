@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import overload
 
 from asylo.primitives import selectors
-from asylo.primitives.extents import MessageReader, MessageWriter
+from asylo.primitives.extents import MessageReader, MessageWriter, as_extents
 from asylo.primitives.matching import Handler
+from asylo.primitives.named import MAX_CALL_NAME, call_name_bytes, named_call_result
 from asylo.status import InvalidArgumentError, NotFoundError
 
 #: A named handler: takes the bytes arguments the enclave passed, returns bytes (or None for b"").
@@ -43,8 +44,8 @@ class ExitCallRegistry:
     def register(self, name: str, /) -> Callable[[NamedHandler], NamedHandler]: ...
     def register(self, name: str, handler: NamedHandler | None = None, /) -> object:
         """Register `handler` under `name`; without a handler, return a decorator that registers the function."""
-        if not name or len(name.encode("utf-8")) > 256:
-            raise ValueError(f"handler names are 1..256 bytes, got {name!r}")
+        if call_name_bytes(name) is None:
+            raise ValueError(f"handler names are 1..{MAX_CALL_NAME} bytes, got {name!r}")
 
         def add(func: NamedHandler) -> NamedHandler:
             with self._lock:
@@ -90,8 +91,7 @@ class ExitCallRegistry:
                 handler = self._selectors.get(selector)
             if handler is None:
                 raise NotFoundError(f"the host has no exit handler for selector {selector}")
-            result = handler(list(extents))
-            return [] if result is None else [bytes(e) for e in result]
+            return as_extents(handler(list(extents)))
 
         return handle
 
@@ -102,13 +102,7 @@ class ExitCallRegistry:
             handler = self._named.get(name)
         if handler is None:
             raise NotFoundError(f"the host has no exit handler named {name!r}")
-        result = handler(*reader.rest())
-        if result is None:
-            return [b""]
-        if not isinstance(result, bytes | bytearray | memoryview):
-            raise InvalidArgumentError(f"exit handler {name!r} must return bytes or None, it returned "
-                                       f"{type(result).__name__}")
-        return [bytes(result)]
+        return named_call_result(handler(*reader.rest()), f"exit handler {name!r}", InvalidArgumentError)
 
 
 def _text(raw: bytes) -> str:

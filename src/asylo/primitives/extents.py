@@ -16,6 +16,11 @@ _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 
 
+def as_extents(value: Iterable[bytes | bytearray | memoryview] | None) -> list[bytes]:
+    """What a selector handler returned (a sequence of bytes-like values, or None for none), as extents."""
+    return [] if value is None else [bytes(extent) for extent in value]
+
+
 class MessageWriter:
     """Collects extents in order; `extents()` gives the list to pass to a call."""
 

@@ -41,6 +41,7 @@ from asylo.status import (
     ResourceExhaustedError,
     Status,
     StatusCode,
+    code_or_unknown,
 )
 
 PROTOCOL_VERSION = 1
@@ -313,7 +314,7 @@ class Session:
         kind = frame.WhichOneof("kind")
         assert kind is not None
         if kind == "goodbye":
-            status = Status(_known_code(frame.goodbye.code), frame.goodbye.message)
+            status = Status(code_or_unknown(frame.goodbye.code), frame.goodbye.message)
             self.state = SessionState.CLOSED
             self.end_status = status
             self._drop_transfers()
@@ -425,7 +426,7 @@ class Session:
         if count > self.limits.max_extents:
             raise _violation(f"a result with {count} extents (max_extents {self.limits.max_extents})",
                              StatusCode.RESOURCE_EXHAUSTED)
-        status = Status(_known_code(frame.code), frame.message)
+        status = Status(code_or_unknown(frame.code), frame.message)
         if not status.ok and (frame.extents or frame.body_transfer):
             raise _violation(f"an error result for call {frame.call_id} that carries extents")
         self._check_body_header(frame.body_transfer, frame.extents, frame.extent_sizes, "result")
@@ -505,12 +506,3 @@ class Session:
     @property
     def is_open(self) -> bool:
         return self.state is SessionState.OPEN
-
-
-def _known_code(value: int) -> StatusCode:
-    try:
-        return StatusCode(value)
-    except ValueError:
-        return StatusCode.UNKNOWN
-
-

@@ -7,10 +7,11 @@ As in Asylo, an enclave has a lifecycle driven by three entry calls — initiali
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from asylo.primitives.interfaces import EnclaveRuntime, ExitCallPort
+from asylo.primitives.named import MAX_CALL_NAME, call_name_bytes
 from asylo.primitives.selectors import check_user_selector
 from asylo.proto.enclave_pb2 import EnclaveConfig, EnclaveFinal, EnclaveInput, EnclaveOutput
 from asylo.status import UnimplementedError
@@ -98,8 +99,8 @@ def entry_point(arg: Any = None, /) -> Any:
     """
 
     def mark(func: _F, name: str) -> _F:
-        if not name or len(name.encode("utf-8")) > 256:
-            raise ValueError(f"entry point names are 1..256 bytes, got {name!r}")
+        if call_name_bytes(name) is None:
+            raise ValueError(f"entry point names are 1..{MAX_CALL_NAME} bytes, got {name!r}")
         setattr(func, _ENTRY_POINT_ATTR, name)
         return func
 
@@ -122,9 +123,3 @@ def entry_selector(selector: int) -> Callable[[_F], _F]:
 
     return mark
 
-
-def as_extents(value: Sequence[bytes] | None) -> list[bytes]:
-    """Normalize what a selector handler returned."""
-    if value is None:
-        return []
-    return [bytes(v) for v in value]

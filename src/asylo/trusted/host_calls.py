@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from asylo.primitives import selectors
 from asylo.primitives.extents import MessageReader, MessageWriter
 from asylo.primitives.interfaces import ExitCallPort
+from asylo.primitives.named import MAX_CALL_NAME, call_name_bytes
 from asylo.status import InvalidArgumentError
-
-_MAX_NAME = 256  # bytes; handler names are identifiers, not payloads
 
 
 class HostCalls:
@@ -29,9 +28,10 @@ class HostCalls:
 
     def call(self, name: str, *args: bytes) -> bytes:
         """Call the host handler registered under `name` (see ExitCallRegistry.register); returns its bytes."""
-        encoded = name.encode("utf-8")
-        if not encoded or len(encoded) > _MAX_NAME:
-            raise InvalidArgumentError(f"host handler names are 1..{_MAX_NAME} bytes, got {len(encoded)}")
+        encoded = call_name_bytes(name)
+        if encoded is None:
+            raise InvalidArgumentError(f"host handler names are 1..{MAX_CALL_NAME} bytes, got "
+                                       f"{len(name.encode('utf-8'))}")
         reader = MessageReader(self._port.exit_call(selectors.EXIT_CALL_NAMED, [encoded, *args]))
         result = reader.next()
         reader.expect_end()

@@ -17,8 +17,9 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError, Message
 
 from asylo.primitives import selectors
-from asylo.primitives.extents import MessageReader
+from asylo.primitives.extents import MessageReader, as_extents
 from asylo.primitives.interfaces import ExitCallPort
+from asylo.primitives.named import named_call_result
 from asylo.proto.enclave_pb2 import EnclaveConfig, EnclaveFinal, EnclaveInput, EnclaveOutput
 from asylo.status import (
     AbortedError,
@@ -28,7 +29,7 @@ from asylo.status import (
     NotFoundError,
     Status,
 )
-from asylo.trusted.application import EnclaveAbort, TrustedApplication, as_extents
+from asylo.trusted.application import EnclaveAbort, TrustedApplication
 from asylo.trusted.host_calls import HostCalls
 
 _M = TypeVar("_M", bound=Message)
@@ -166,10 +167,4 @@ class TrustedRuntime:
             self._signature(method_name, method).bind(*args)
         except TypeError as exc:
             raise InvalidArgumentError(f"entry point {name!r} called with {len(args)} arguments: {exc}") from None
-        result = method(*args)
-        if result is None:
-            return [b""]
-        if not isinstance(result, bytes | bytearray | memoryview):
-            raise InternalError(f"entry point {name!r} must return bytes or None, it returned "
-                                f"{type(result).__name__}")
-        return [bytes(result)]
+        return named_call_result(method(*args), f"entry point {name!r}", InternalError)
