@@ -27,6 +27,14 @@ def pack(frames: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
+def single_frame(message: bytes, max_frame_size: int) -> memoryview:
+    """The frame of a message that must hold exactly one (the hello and the welcome travel alone)."""
+    frames = unpack(message, max_frame_size)
+    if len(frames) != 1:
+        raise InvalidArgumentError(f"the first message holds {len(frames)} frames, not one")
+    return frames[0]
+
+
 def unpack(message: bytes, max_frame_size: int) -> list[memoryview]:
     """The frames of one message, as views into it (no copy: a frame may be a megabyte of payload);
     InvalidArgumentError for a malformed message (the peer broke the protocol)."""

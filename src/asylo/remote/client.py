@@ -102,12 +102,11 @@ class RemoteEnclaveProxyClient:
         except TimeoutError:
             raise DeadlineExceededError(f"{context}: no welcome within {timeout:.0f} s") from None
         except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, context) from None
+            raise error_from_rpc(exc.code(), exc.details(), context) from None
         if first is grpc.aio.EOF:
-            code = await self._call.code()
-            raise error_from_rpc(_Ended(code, await self._call.details()), context)
+            raise error_from_rpc(await self._call.code(), await self._call.details(), context)
         try:
-            events = self._link.session.receive(self._link.first_frame(first))
+            events = self._link.session.receive(batching.single_frame(first, self._limits.max_frame_size))
         except InvalidArgumentError as exc:
             raise InternalError(f"{context}: {exc.message}") from None
         if len(events) != 1 or not isinstance(events[0], WelcomeReceived):
@@ -234,17 +233,3 @@ class RemoteEnclaveProxyClient:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-
-
-class _Ended(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
-    """The status of an RPC that ended without an exception (the read returned EOF)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details

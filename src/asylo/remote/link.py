@@ -203,13 +203,6 @@ class SessionLink:
                 events += self.session.receive(frame)
             return events
 
-    def first_frame(self, data: bytes) -> memoryview:
-        """The one frame of the first message (hello or welcome), which travels alone."""
-        frames = batching.unpack(data, self.session.limits.max_frame_size + FRAGMENT_OVERHEAD)
-        if len(frames) != 1:
-            raise InvalidArgumentError(f"the first message holds {len(frames)} frames, not one")
-        return frames[0]
-
     def goodbye(self, status: Status) -> None:
         """Say goodbye (if the session is still open) and end the stream; safe to call more than once."""
         with self._lock, contextlib.suppress(EnclaveUnavailable):

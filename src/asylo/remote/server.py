@@ -111,10 +111,9 @@ class RemoteEnclaveProxyServer:
         if first is grpc.aio.EOF:
             return
         try:
-            frames = batching.unpack(first, session.limits.max_frame_size)
+            events = session.receive(batching.single_frame(first, session.limits.max_frame_size))
         except InvalidArgumentError:
-            frames = []
-        events = session.receive(frames[0]) if len(frames) == 1 else []
+            events = []
         hello = events[0] if events and isinstance(events[0], HelloReceived) else None
         if hello is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be a valid hello")

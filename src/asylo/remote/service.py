@@ -9,7 +9,7 @@ from __future__ import annotations
 import grpc
 
 from asylo.session import SessionLimits
-from asylo.status import AsyloError, StatusCode, UnknownError, error_for
+from asylo.status import AsyloError, StatusCode, error_for
 
 SERVICE = "asylo.remote.EnclaveProxy"
 CONNECT = "Connect"
@@ -52,11 +52,6 @@ def server_options(limits: SessionLimits) -> list[tuple[str, int]]:
     ]
 
 
-def error_from_rpc(error: grpc.aio.AioRpcError | grpc.RpcError, context: str) -> AsyloError:
-    """The AsyloError for a failed RPC, its message prefixed with what we were doing."""
-    code = error.code() if hasattr(error, "code") else None
-    details = error.details() if hasattr(error, "details") else str(error)
-    if code is None:
-        return UnknownError(f"{context}: {details}")
-    status_code = StatusCode(code.value[0])
-    return error_for(status_code, f"{context}: {details}")
+def error_from_rpc(code: grpc.StatusCode, details: str, context: str) -> AsyloError:
+    """The AsyloError for an RPC that ended with `code`, its message prefixed with what we were doing."""
+    return error_for(StatusCode(code.value[0]), f"{context}: {details}")

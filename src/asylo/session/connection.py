@@ -336,31 +336,34 @@ class Session:
         assert kind == "thread_gone"
         return [self._receive_thread_gone(frame.thread_gone.thread)]
 
-    def _receive_hello(self, hello: session_pb2.Hello) -> HelloReceived:
-        if self.role is not Role.ENCLAVE or self.state is not SessionState.AWAITING_HELLO:
-            raise _violation(f"a hello while the {self.role.value} session is {self.state.value}")
-        if hello.version != PROTOCOL_VERSION:
-            raise _violation(f"protocol version {hello.version} (this side speaks {PROTOCOL_VERSION})",
+    def _check_handshake(self, what: str, role: Role, state: SessionState, version: int) -> None:
+        if self.role is not role or self.state is not state:
+            raise _violation(f"a {what} while the {self.role.value} session is {self.state.value}")
+        if version != PROTOCOL_VERSION:
+            raise _violation(f"protocol version {version} (this side speaks {PROTOCOL_VERSION})",
                              StatusCode.FAILED_PRECONDITION)
+
+    def _offered_limits(self, offer: session_pb2.Hello | session_pb2.Welcome) -> tuple[int, int, int]:
+        """Frame, message and reassembly sizes a hello or welcome names; 0 there means "no preference": ours."""
+        own = self.limits
+        return (offer.max_frame_size or own.max_frame_size, offer.max_message_size or own.max_message_size,
+                offer.max_reassembly_bytes or own.max_reassembly_bytes)
+
+    def _own_limits(self) -> tuple[int, int, int]:
+        return self.limits.max_frame_size, self.limits.max_message_size, self.limits.max_reassembly_bytes
+
+    def _receive_hello(self, hello: session_pb2.Hello) -> HelloReceived:
+        self._check_handshake("hello", Role.ENCLAVE, SessionState.AWAITING_HELLO, hello.version)
         # Both sides use the smaller limits: each then sends only frames and messages the other accepts.
-        self._adopt_limits(
-            min(hello.max_frame_size or self.limits.max_frame_size, self.limits.max_frame_size),
-            min(hello.max_message_size or self.limits.max_message_size, self.limits.max_message_size),
-            min(hello.max_reassembly_bytes or self.limits.max_reassembly_bytes, self.limits.max_reassembly_bytes))
+        frame_size, message_size, reassembly = map(min, self._offered_limits(hello), self._own_limits())
+        self._adopt_limits(frame_size, message_size, reassembly)
         self.state = SessionState.HELLO_RECEIVED
         return HelloReceived(hello.version, hello.token, hello.load_config, hello.handshake)
 
     def _receive_welcome(self, welcome: session_pb2.Welcome) -> WelcomeReceived:
-        if self.role is not Role.HOST or self.state is not SessionState.AWAITING_WELCOME:
-            raise _violation(f"a welcome while the {self.role.value} session is {self.state.value}")
-        if welcome.version != PROTOCOL_VERSION:
-            raise _violation(f"protocol version {welcome.version} (this side speaks {PROTOCOL_VERSION})",
-                             StatusCode.FAILED_PRECONDITION)
-        frame_size = welcome.max_frame_size or self.limits.max_frame_size
-        message_size = welcome.max_message_size or self.limits.max_message_size
-        reassembly = welcome.max_reassembly_bytes or self.limits.max_reassembly_bytes
-        if (frame_size > self.limits.max_frame_size or message_size > self.limits.max_message_size
-                or reassembly > self.limits.max_reassembly_bytes):
+        self._check_handshake("welcome", Role.HOST, SessionState.AWAITING_WELCOME, welcome.version)
+        frame_size, message_size, reassembly = offered = self._offered_limits(welcome)
+        if any(theirs > ours for theirs, ours in zip(offered, self._own_limits(), strict=True)):
             raise _violation(f"the welcome raised the limits above what we asked for (frames {frame_size}, "
                              f"messages {message_size}, reassembly {reassembly})", StatusCode.FAILED_PRECONDITION)
         self._adopt_limits(frame_size, message_size, reassembly)
