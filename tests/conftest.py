@@ -126,7 +126,7 @@ def enclave_worker_threads() -> list[threading.Thread]:
 
 def leftover_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if "-worker-" in t.name or t.name.startswith(
-        ("asylo-remote-", "asylo-proxy-", "asylo-thread-reporter-"))]
+        ("asylo-remote-", "asylo-proxy-", "asylo-child-", "asylo-thread-reporter-"))]
 
 
 def child_processes() -> list[int]:

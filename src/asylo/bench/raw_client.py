@@ -9,9 +9,7 @@ synchronous API over grpc.aio can at best offer its callers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import queue
-import subprocess
+import logging
 import sys
 import threading
 import time
@@ -22,9 +20,12 @@ import grpc
 
 from asylo.bench.gang import Gang
 from asylo.bench.raw_service import COLLECT_METHOD, ECHO_METHOD, READY_PREFIX
+from asylo.remote.child_process import ListeningChild
 from asylo.remote.service import channel_options
 from asylo.session import SessionLimits
 from asylo.status import EnclaveUnavailable
+
+_log = logging.getLogger("asylo.bench.raw_server")
 
 _T = TypeVar("_T")
 
@@ -41,56 +42,21 @@ class RawServerProcess:
     """`python -m asylo.bench.raw_server` as a child: started, asked for its port, and always reaped."""
 
     def __init__(self, startup_timeout: float = 30.0) -> None:
-        self._process = subprocess.Popen([sys.executable, "-m", "asylo.bench.raw_server"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, start_new_session=True, close_fds=True)
-        lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._reader = threading.Thread(target=self._read_stdout, args=(lines,), name="asylo-bench-raw-stdout",
-                                         daemon=True)
-        self._reader.start()
+        self._child = ListeningChild([sys.executable, "-m", "asylo.bench.raw_server"], ready_prefix=READY_PREFIX,
+                                     what="the raw echo server", log=_log)
         try:
-            self.port = self._wait_ready(lines, startup_timeout)
+            self.port = self._child.start(b"", startup_timeout)
         except BaseException:
             self.stop()
             raise
-
-    def _read_stdout(self, lines: queue.SimpleQueue[str | None]) -> None:
-        assert self._process.stdout is not None
-        for raw in self._process.stdout:
-            lines.put(raw.decode("utf-8", "replace").strip())
-        lines.put(None)
-
-    def _wait_ready(self, lines: queue.SimpleQueue[str | None], timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise EnclaveUnavailable(f"the raw echo server did not start within {timeout:.0f} s") from None
-            if line is None:
-                raise EnclaveUnavailable(f"the raw echo server exited (code {self._process.wait()}) before it was "
-                                         f"ready")
-            if line.startswith(READY_PREFIX):
-                return int(line.removeprefix(READY_PREFIX))
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        """Close its standard input (it exits), then terminate or kill it if it lingers; reap it."""
-        if self._process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._process.stdin.close()
-        for wait, escalate in ((5.0, self._process.terminate), (5.0, self._process.kill)):
-            try:
-                self._process.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                escalate()
-        self._process.wait()
-        self._reader.join(5)
-        if self._process.stdout is not None:
-            self._process.stdout.close()
+        """Close its standard input (it exits), kill it if it lingers; reap it."""
+        self._child.release(grace=5.0)
 
 
 class RawEchoClient:

@@ -14,16 +14,14 @@ closes (the benchmark ended, whatever way) or on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-import sys
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from asylo.bench.raw_service import COLLECT, ECHO, READY_PREFIX, SERVICE
+from asylo.remote.child_process import exit_with_parent
 from asylo.remote.service import server_options
 from asylo.session import SessionLimits
 
@@ -65,14 +63,7 @@ async def serve() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    def watch_parent() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while sys.stdin.buffer.read(4096):
-                pass
-        with contextlib.suppress(RuntimeError):  # the loop is gone: exiting anyway
-            loop.call_soon_threadsafe(stop.set)
-
-    threading.Thread(target=watch_parent, name="asylo-bench-raw-parent-watch", daemon=True).start()
+    exit_with_parent(loop, stop.set, "asylo-bench-raw-parent-watch")
     print(f"{READY_PREFIX}{port}", flush=True)
     await stop.wait()
     await server.stop(0)

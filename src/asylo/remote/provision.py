@@ -9,22 +9,18 @@ and the proxy finalizes the enclave and exits. `DirectProvision` connects to a p
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import logging
 import os
-import queue
 import secrets
-import subprocess
 import sys
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asylo.remote.child_process import ListeningChild
 from asylo.remote.credentials import ClientCredentials
-from asylo.status import EnclaveUnavailable, UnimplementedError
+from asylo.status import UnimplementedError
 
 _log = logging.getLogger(__name__)
 _proxy_log = logging.getLogger("asylo.proxy")
@@ -104,94 +100,13 @@ class LocalProvision(RemoteProvision):
                 "--token-stdin", "--exit-with-parent", "--hello-timeout", str(self._hello_timeout)]
         if self._tls is not None:
             args += self._tls.args()
-        process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   start_new_session=True, close_fds=True)
-        proxy = _ProxyProcess(process)
+        proxy = ListeningChild(args, ready_prefix=READY_PREFIX, what="the enclave's proxy", log=_proxy_log)
         try:
-            port = proxy.start(token, self._startup_timeout)
+            port = proxy.start(token.hex().encode("ascii") + b"\n", self._startup_timeout)
         except BaseException:
             proxy.release()
             raise
-        return ProvisionedProxy(f"127.0.0.1:{port}", token, self._credentials, proxy.release, process.pid)
-
-
-class _ProxyProcess:
-    """One child `asylo proxy`: its pipes, the threads that read them, and its reaping."""
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self.process = process
-        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
-        self._stdout_lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        self._readers = [
-            threading.Thread(target=self._read_stdout, name=f"asylo-proxy-{process.pid}-out", daemon=True),
-            threading.Thread(target=self._read_stderr, name=f"asylo-proxy-{process.pid}-err", daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-        self._released = False
-        self._lock = threading.Lock()
-
-    def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            self._stdout_lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
-        self._stdout_lines.put(None)
-
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self._stderr_tail.append(line)
-            _proxy_log.info("[pid %d] %s", self.process.pid, line)
-
-    def start(self, token: bytes, timeout: float) -> int:
-        assert self.process.stdin is not None
-        try:
-            self.process.stdin.write(token.hex().encode("ascii") + b"\n")
-            self.process.stdin.flush()
-        except OSError:
-            pass  # it died already; reported below with what it said
-        while True:
-            try:
-                line = self._stdout_lines.get(timeout=timeout)
-            except queue.Empty:
-                raise EnclaveUnavailable(f"the enclave's proxy did not start within {timeout:.0f} s"
-                                         f"{self._said()}") from None
-            if line is None:
-                code = self.process.wait()
-                raise EnclaveUnavailable(f"the enclave's proxy failed to start (exit code {code}){self._said()}")
-            if line.startswith(READY_PREFIX):
-                return int(line.removeprefix(READY_PREFIX))
-            _proxy_log.info("[pid %d] %s", self.process.pid, line)
-
-    def _said(self) -> str:
-        for reader in self._readers[1:]:
-            reader.join(1)
-        tail = "\n".join(self._stderr_tail)
-        return f"; it said:\n{tail}" if tail else ""
-
-    def release(self) -> None:
-        """Let the proxy go: close its pipe (it finalizes and exits), and reap it, forcibly if it lingers."""
-        with self._lock:
-            if self._released:
-                return
-            self._released = True
-        if self.process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
-        try:
-            # Closing its pipe is the proxy's signal to finalize and exit; one that does not (stopped, wedged in
-            # enclave code) is killed: SIGTERM would not reach a stopped process either.
-            self.process.wait(8.0)
-        except subprocess.TimeoutExpired:
-            _log.warning("the enclave's proxy (pid %d) did not exit; killing it", self.process.pid)
-            self.process.kill()
-            self.process.wait()
-        for reader in self._readers:
-            reader.join(5)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        return ProvisionedProxy(f"127.0.0.1:{port}", token, self._credentials, proxy.release, proxy.pid)
 
 
 class DirectProvision(RemoteProvision):

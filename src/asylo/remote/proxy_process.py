@@ -8,14 +8,12 @@ input closed), or SIGTERM/SIGINT arrived — finalize what needs finalizing and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-import sys
-import threading
 from typing import BinaryIO
 
 from asylo.image import load_image
+from asylo.remote.child_process import exit_with_parent as exit_with_parent_process
 from asylo.remote.credentials import ServerCredentials
 from asylo.remote.provision import READY_PREFIX
 from asylo.remote.server import RemoteEnclaveProxyServer
@@ -47,7 +45,9 @@ async def run_proxy(image_path: str, token: bytes, *, listen: str, credentials: 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.give_up, Status(StatusCode.CANCELLED, f"signal {signum.name}"))
     if exit_with_parent:
-        _watch_parent(loop, server)
+        exit_with_parent_process(loop, lambda: server.give_up(Status(StatusCode.UNAVAILABLE,
+                                                                    "the parent process went away")),
+                                 "asylo-proxy-parent-watch")
     # Until a host claims the session: a signal or the parent's end (give_up) ends the wait as well.
     if not await server.wait_claimed(hello_timeout):
         server.give_up(Status(StatusCode.DEADLINE_EXCEEDED, f"no host connected within {hello_timeout:g} s"))
@@ -59,16 +59,3 @@ async def run_proxy(image_path: str, token: bytes, *, listen: str, credentials: 
         return 0
     _log.warning("proxy exits: %s", status)
     return 1
-
-
-def _watch_parent(loop: asyncio.AbstractEventLoop, server: RemoteEnclaveProxyServer) -> None:
-    """The parent holds our standard input open; end of file means it is gone, whatever way it died."""
-
-    def watch() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while sys.stdin.buffer.read(4096):
-                pass
-        with contextlib.suppress(RuntimeError):  # the loop already closed: we are exiting anyway
-            loop.call_soon_threadsafe(server.give_up, Status(StatusCode.UNAVAILABLE, "the parent process went away"))
-
-    threading.Thread(target=watch, name="asylo-proxy-parent-watch", daemon=True).start()
