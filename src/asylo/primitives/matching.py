@@ -399,8 +399,3 @@ class EnclaveThreads:
         if busy and join_timeout > 0:
             _log.warning("enclave %r: %d worker threads still busy in enclave code after close: %s", self._name,
                          len(busy), ", ".join(busy))
-
-    @property
-    def thread_count(self) -> int:
-        with self._lock:
-            return len(self._workers)
