@@ -1,0 +1,1 @@
+"""The provision server (asylo provision-server)."""
