@@ -10,13 +10,18 @@ from pathlib import Path
 import click
 
 from asylo.remote.credentials import ServerCredentials
-from asylo.remote.proxy_process import read_token, run_proxy
+from asylo.remote.proxy_process import AssignmentError, read_token, run_proxy, run_standby_proxy
 from asylo.status import AsyloError
 
 
 @click.command()
-@click.option("--image", "image_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The enclave image to host (verified before anything else).")
+@click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The enclave image to host (verified before anything else). Required unless --standby.")
+@click.option("--standby", is_flag=True,
+              help="Start without an enclave: listen and print the READY line, then read the assignment, one line "
+                   'of JSON {"image": PATH, "token": HEX}, from standard input; load the image and print '
+                   "`ASYLO-PROXY-ASSIGNED measurement=HEX`. Implies --exit-with-parent. For provision servers, "
+                   "which keep proxies started ahead of their requests.")
 @click.option("--listen", default="127.0.0.1:0", show_default=True,
               help="host:port to listen on; port 0 picks a free one. Non-loopback addresses need --tls-cert.")
 @click.option("--token-stdin", is_flag=True, help="Read the session token (hex) from the first line of standard "
@@ -27,39 +32,59 @@ from asylo.status import AsyloError
               help="Exit (finalizing the enclave) when standard input reaches end of file, i.e. when the process "
                    "that started this one is gone.")
 @click.option("--hello-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds to wait for the host before giving up.")
+              help="Seconds to wait for the host before giving up (for a standby: from its assignment).")
+@click.option("--idle-timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="End the session (DEADLINE_EXCEEDED) once the host has sent nothing and no entry call has run "
+                   "for this long. Default: never.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Serve TLS with this certificate (PEM); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The certificate's private key (PEM).")
 @click.option("--tls-client-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Require client certificates signed by this CA (mutual TLS).")
-def proxy(image_path: Path, listen: str, token_stdin: bool, token_file: Path | None, exit_with_parent: bool,
-          hello_timeout: float, tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None) -> None:
+def proxy(image_path: Path | None, standby: bool, listen: str, token_stdin: bool, token_file: Path | None,
+          exit_with_parent: bool, hello_timeout: float, idle_timeout: float | None, tls_cert: Path | None,
+          tls_key: Path | None, tls_client_ca: Path | None) -> None:
     """Host one enclave for one host session, then exit.
 
     Prints `ASYLO-PROXY-READY port=N` on standard output once it listens. The host connects with the session
-    token; any other token is refused. Normally started by local provisioning, not by hand.
+    token; any other token is refused. Normally started by local provisioning or a provision server, not by hand.
     """
     if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]\s]+):\d{1,5}", listen):
         raise click.UsageError(f"--listen takes host:port (port 0 picks one), got {listen!r}")
-    if token_stdin == (token_file is not None):
+    if standby:
+        if image_path is not None or token_stdin or token_file is not None:
+            raise click.UsageError("--standby gets its image and token from its assignment: it takes none of "
+                                   "--image, --token-stdin and --token-file")
+    elif image_path is None:
+        raise click.UsageError("give --image (or --standby)")
+    elif token_stdin == (token_file is not None):
         raise click.UsageError("give exactly one of --token-stdin and --token-file")
     if (tls_cert is None) != (tls_key is None) or (tls_client_ca is not None and tls_cert is None):
         raise click.UsageError("--tls-cert and --tls-key go together, and --tls-client-ca needs them")
-    try:
-        if token_file is not None:
-            with token_file.open("rb") as stream:
-                token = read_token(stream)
-        else:
-            token = read_token(sys.stdin.buffer)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    token = b""
+    if not standby:
+        try:
+            if token_file is not None:
+                with token_file.open("rb") as stream:
+                    token = read_token(stream)
+            else:
+                token = read_token(sys.stdin.buffer)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     try:
         credentials = (ServerCredentials.tls(tls_cert, tls_key, client_ca_file=tls_client_ca)
                        if tls_cert is not None and tls_key is not None else ServerCredentials.insecure_loopback())
-        code = asyncio.run(run_proxy(str(image_path), token, listen=listen, credentials=credentials,
-                                     hello_timeout=hello_timeout, exit_with_parent=exit_with_parent))
+        if standby:
+            code = asyncio.run(run_standby_proxy(listen=listen, credentials=credentials, hello_timeout=hello_timeout,
+                                                 idle_timeout=idle_timeout))
+        else:
+            code = asyncio.run(run_proxy(str(image_path), token, listen=listen, credentials=credentials,
+                                         hello_timeout=hello_timeout, exit_with_parent=exit_with_parent,
+                                         idle_timeout=idle_timeout))
+    except AssignmentError as exc:
+        click.echo(f"error: the assignment was refused: {exc}", err=True)
+        sys.exit(1)
     except AsyloError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -6,6 +6,13 @@ from then on runs entry calls on enclave worker threads and sends their exit cal
 a wrong token is refused (PERMISSION_DENIED) and the proxy keeps waiting for the right one; a second session is
 refused. When the session ends — goodbye, a broken stream, unanswered keepalives, the host process gone — the proxy
 finalizes the enclave if the host did not, unloads it, and reports that it is done (`wait_done`).
+
+A proxy can also start without its enclave (`standby`): it listens, refusing every stream, until `assign` gives it
+the image and the token. A provision server keeps such proxies running, so that a request does not wait for a
+Python process to start and import gRPC.
+
+With an idle timeout, a session in which the host sent nothing and no entry call ran for that long is ended
+(DEADLINE_EXCEEDED): a provision server gets back the enclaves that hosts abandoned without closing them.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
@@ -21,31 +30,83 @@ import grpc
 
 from asylo.backends.sim import HostedEnclave
 from asylo.image import VerifiedImage
-from asylo.primitives.matching import DEFAULT_MAX_THREADS, Call, Message, Result, ThreadGone
+from asylo.primitives.matching import DEFAULT_MAX_THREADS, Call, Message, Result, Send, ThreadGone
 from asylo.remote import batching
 from asylo.remote.credentials import ServerCredentials
 from asylo.remote.link import Outbox, SessionLink, write_fairly
-from asylo.remote.service import CONNECT, SERVICE, server_options
+from asylo.remote.service import CONNECT, SERVICE, grpc_status_code, server_options
 from asylo.session import HelloReceived, Role, Session, SessionEnded, SessionLimits
-from asylo.status import AsyloError, InvalidArgumentError, Status, StatusCode
+from asylo.status import AsyloError, FailedPreconditionError, InvalidArgumentError, Status, StatusCode
 
 _log = logging.getLogger(__name__)
 
 
-def _grpc_code(code: StatusCode) -> grpc.StatusCode:
-    return next(c for c in grpc.StatusCode if c.value[0] == int(code))
+class _Activity:
+    """When the host last did something, and how many of its entry calls are running in the enclave.
+
+    The proxy is the transport, so it sees both halves of every entry call: the Call arriving and its Result
+    leaving. Counting them here needs nothing from the enclave side, and nested calls (an entry call made from an
+    exit handler) count like any other. A long computation is not idle; neither is an exit call the host is
+    still working on, since the entry call that made it is still running.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._since = time.monotonic()
+
+    def touch(self) -> None:
+        self._since = time.monotonic()
+
+    def call_started(self) -> None:
+        with self._lock:
+            self._running += 1
+            self._since = time.monotonic()
+
+    def call_finished(self) -> None:
+        with self._lock:
+            self._running = max(0, self._running - 1)
+            self._since = time.monotonic()
+
+    def counting(self, send: Send) -> Send:
+        """`send`, with each Result it sends counted as the end of an entry call: the enclave side sends Results
+        only to answer the host's calls."""
+
+        def send_counted(message: Message) -> None:
+            try:
+                send(message)
+            finally:
+                if isinstance(message, Result):
+                    self.call_finished()
+
+        return send_counted
+
+    def idle_for(self) -> float:
+        """Seconds since the last sign of life; 0 while an entry call runs."""
+        with self._lock:
+            return 0.0 if self._running else time.monotonic() - self._since
 
 
 class RemoteEnclaveProxyServer:
-    """Hosts one enclave image for the one host that presents `token`."""
+    """Hosts one enclave image for the one host that presents `token`.
 
-    def __init__(self, image: VerifiedImage, token: bytes, *, credentials: ServerCredentials | None = None,
-                 limits: SessionLimits | None = None, hello_timeout: float = 30.0,
-                 max_threads: int = DEFAULT_MAX_THREADS) -> None:
-        if len(token) < 16:
-            raise ValueError("a session token needs at least 16 bytes")
-        self.image = image
+    Without either (`standby`), it waits to be assigned both. `idle_timeout`: end the session once, for that many
+    seconds, no frame came from the host and no entry call was running (None: never).
+    """
+
+    def __init__(self, image: VerifiedImage | None, token: bytes | None, *,
+                 credentials: ServerCredentials | None = None, limits: SessionLimits | None = None,
+                 hello_timeout: float = 30.0, max_threads: int = DEFAULT_MAX_THREADS,
+                 idle_timeout: float | None = None) -> None:
+        if (image is None) != (token is None):
+            raise ValueError("give both the image and the token, or neither (a standby proxy)")
+        if token is not None:
+            _check_token(token)
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive (or None for no idle timeout)")
+        self._image: VerifiedImage | None = image
         self._token = token
+        self._idle_timeout = idle_timeout
         self._credentials = credentials or ServerCredentials.insecure_loopback()
         self._limits = limits or SessionLimits()
         self._hello_timeout = hello_timeout
@@ -57,6 +118,30 @@ class RemoteEnclaveProxyServer:
         self._done = asyncio.Event()
         self.end_status: Status | None = None
         self.port = 0
+
+    @classmethod
+    def standby(cls, *, credentials: ServerCredentials | None = None, limits: SessionLimits | None = None,
+                hello_timeout: float = 30.0, max_threads: int = DEFAULT_MAX_THREADS,
+                idle_timeout: float | None = None) -> RemoteEnclaveProxyServer:
+        """A proxy without its enclave yet: it can `start` listening, refuses every stream (UNAVAILABLE) until
+        `assign` gives it the image and the token, and then serves exactly as one made with them."""
+        return cls(None, None, credentials=credentials, limits=limits, hello_timeout=hello_timeout,
+                   max_threads=max_threads, idle_timeout=idle_timeout)
+
+    @property
+    def image(self) -> VerifiedImage:
+        """The image this proxy hosts (FailedPreconditionError on a standby proxy not yet assigned)."""
+        if self._image is None:
+            raise FailedPreconditionError("this standby proxy has no enclave assigned yet")
+        return self._image
+
+    def assign(self, image: VerifiedImage, token: bytes) -> None:
+        """Give a standby proxy its image and its session's token; streams are accepted from now on. Once only."""
+        if self._image is not None:
+            raise FailedPreconditionError("this proxy already has its enclave")
+        _check_token(token)
+        self._token = token
+        self._image = image
 
     async def start(self, listen: str = "127.0.0.1:0") -> int:
         """Listen on `listen` (host:port; port 0 picks one); return the port."""
@@ -103,6 +188,10 @@ class RemoteEnclaveProxyServer:
 
     async def _connect(self, request_iterator: AsyncIterator[bytes], context: Any) -> None:
         del request_iterator  # the stream is read with context.read(), concurrently with context.write()
+        if self._image is None:
+            # Refused at once rather than held: the host's connect timeout should not run down against a proxy
+            # that may never be assigned, and the token to check against does not exist yet.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this standby proxy is not assigned yet")
         session = Session(Role.ENCLAVE, self._limits)
         try:
             first = await asyncio.wait_for(context.read(), self._hello_timeout)
@@ -118,6 +207,7 @@ class RemoteEnclaveProxyServer:
         if hello is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be a valid hello")
             return
+        assert self._token is not None  # set with the image
         if not hmac.compare_digest(hello.token, self._token):
             _log.warning("refused a session with a wrong token from %s", context.peer())
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "wrong session token")
@@ -135,6 +225,48 @@ class RemoteEnclaveProxyServer:
         loop = asyncio.get_running_loop()
         outbox = Outbox(loop)
         link = SessionLink(session, outbox)
+        activity = _Activity()
+        hosted = await self._load_enclave(hello, link, activity.counting(link.send), context)
+        name = hosted.name
+        await context.write(batching.pack([session.send_welcome(self.image.measurement, self.image.signer,
+                                                                self.image.manifest.name)]))
+        _log.info("serving enclave %r (measurement %s) to %s", name, self.image.measurement.hex(), context.peer())
+        writer = asyncio.create_task(self._write_loop(outbox, context, session.limits))
+        activity.touch()  # idle time counts from the welcome, not from the hello
+        idle_watch = (asyncio.create_task(self._watch_idle(activity, self._idle_timeout))
+                      if self._idle_timeout is not None else None)
+        reason = Status(StatusCode.UNAVAILABLE, "the host ended the stream")
+        try:
+            while True:
+                data = await context.read()
+                if data is grpc.aio.EOF:
+                    break
+                activity.touch()
+                ended = self._dispatch(link.receive(data), hosted, activity)
+                if ended is not None:
+                    if ended.goodbye is not None:
+                        link.send_raw([ended.goodbye])
+                    reason = ended.status
+                    break
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            reason = Status(StatusCode.UNAVAILABLE, f"the host went away: {type(exc).__name__}")
+        finally:
+            if idle_watch is not None:
+                idle_watch.cancel()
+            self.end_status = self.end_status or reason
+            _log.info("session over: %s", reason)
+            # Host calls waiting in the enclave fail now; finalize runs if the host never destroyed the enclave.
+            await _uncancellable(loop.run_in_executor(
+                None, hosted.shutdown_abandoned, f"the host session ended: {reason.message or reason.code.name}"))
+            # The host learns why: an orderly end, or the signal or timeout that ended the proxy's wait.
+            link.goodbye(self.end_status if self.end_status is not None and not self.end_status.ok
+                         and self.end_status is not reason else Status())
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(writer, 2.0)
+            writer.cancel()
+
+    async def _load_enclave(self, hello: HelloReceived, link: SessionLink, send: Send, context: Any) -> HostedEnclave:
+        """Load the enclave the hello asks for, or end the stream with why not."""
         config = hello.load_config
         requested = config.measurement
         if requested and requested != self.image.measurement:
@@ -148,47 +280,34 @@ class RemoteEnclaveProxyServer:
             link.goodbye(Status(StatusCode.UNAVAILABLE, reason))
 
         try:
-            hosted = await loop.run_in_executor(None, lambda: HostedEnclave(
-                name, self.image, link.send, debug=config.debug, max_threads=self._max_threads, on_abort=on_abort))
+            return await asyncio.get_running_loop().run_in_executor(None, lambda: HostedEnclave(
+                name, self.image, send, debug=config.debug, max_threads=self._max_threads, on_abort=on_abort))
         except AsyloError as exc:
             self.end_status = exc.status
-            await context.abort(_grpc_code(exc.code), exc.message)
-        await context.write(batching.pack([session.send_welcome(self.image.measurement, self.image.signer,
-                                                                self.image.manifest.name)]))
-        _log.info("serving enclave %r (measurement %s) to %s", name, self.image.measurement.hex(), context.peer())
-        writer = asyncio.create_task(self._write_loop(outbox, context, session.limits))
-        reason = Status(StatusCode.UNAVAILABLE, "the host ended the stream")
-        try:
-            while True:
-                data = await context.read()
-                if data is grpc.aio.EOF:
-                    break
-                ended = self._dispatch(link.receive(data), hosted)
-                if ended is not None:
-                    if ended.goodbye is not None:
-                        link.send_raw([ended.goodbye])
-                    reason = ended.status
-                    break
-        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
-            reason = Status(StatusCode.UNAVAILABLE, f"the host went away: {type(exc).__name__}")
-        finally:
-            self.end_status = self.end_status or reason
-            _log.info("session over: %s", reason)
-            # Host calls waiting in the enclave fail now; finalize runs if the host never destroyed the enclave.
-            await _uncancellable(loop.run_in_executor(
-                None, hosted.shutdown_abandoned, f"the host session ended: {reason.message or reason.code.name}"))
-            # The host learns why: an orderly end, or the signal or timeout that ended the proxy's wait.
-            link.goodbye(self.end_status if self.end_status is not None and not self.end_status.ok
-                         and self.end_status is not reason else Status())
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(writer, 2.0)
-            writer.cancel()
+            await context.abort(grpc_status_code(exc.code), exc.message)
+            raise  # abort raises; this only tells the type checker
+
+    async def _watch_idle(self, activity: _Activity, timeout: float) -> None:
+        """End the session (as `give_up` does) once it has been idle for `timeout` seconds."""
+        wait = timeout
+        while True:
+            await asyncio.sleep(wait)
+            idle = activity.idle_for()
+            if idle >= timeout:
+                _log.warning("ending the session: idle for %g s", timeout)
+                self.give_up(Status(StatusCode.DEADLINE_EXCEEDED, f"idle for {timeout:g} s"))
+                return
+            # Busy (a call is running) or active lately: look again when the quiet time could first reach the
+            # timeout. A call that ends starts the quiet time afresh, so a busy proxy is looked at every `timeout`.
+            wait = timeout - idle
 
     @staticmethod
-    def _dispatch(events: Sequence[object], hosted: HostedEnclave) -> SessionEnded | None:
+    def _dispatch(events: Sequence[object], hosted: HostedEnclave, activity: _Activity) -> SessionEnded | None:
         for event in events:
             if isinstance(event, Call | Result | ThreadGone):
                 message: Message = event
+                if isinstance(event, Call):
+                    activity.call_started()
                 try:
                     hosted.deliver(message)
                 except AsyloError as exc:  # the session core let through what the enclave cannot route
@@ -202,6 +321,11 @@ class RemoteEnclaveProxyServer:
     async def _write_loop(outbox: Outbox, context: Any, limits: SessionLimits) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, RuntimeError):
             await write_fairly(outbox, context.write, limits.max_frame_size, limits.max_reassembly_bytes)
+
+
+def _check_token(token: bytes) -> None:
+    if len(token) < 16:
+        raise ValueError("a session token needs at least 16 bytes")
 
 
 async def _uncancellable(awaitable: Awaitable[None]) -> None:

@@ -52,6 +52,11 @@ def server_options(limits: SessionLimits) -> list[tuple[str, int]]:
     ]
 
 
+def grpc_status_code(code: StatusCode) -> grpc.StatusCode:
+    """gRPC's StatusCode for one of ours (the numbers are the same canonical codes)."""
+    return next(c for c in grpc.StatusCode if c.value[0] == int(code))
+
+
 def error_from_rpc(code: grpc.StatusCode, details: str, context: str) -> AsyloError:
     """The AsyloError for an RPC that ended with `code`, its message prefixed with what we were doing."""
     return error_for(StatusCode(code.value[0]), f"{context}: {details}")
