@@ -13,7 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import asylo
-from asylo.image import build_image, generate_signing_key, load_image, write_image
+from asylo.image import build_image, generate_signing_key, load_image, public_key_bytes, signer_id, write_image
+from tests.provision_helpers import ALICE, BOB, ServerProcess
 
 ENCLAVES = Path(__file__).parent / "enclaves"
 QUICKSTART = Path(__file__).parent.parent / "examples" / "quickstart" / "enclave"
@@ -138,3 +139,40 @@ def child_processes() -> list[int]:
         except OSError:
             continue
     return children
+
+
+# -- provision server fixtures (module scope: one server per test module) ----------------------------------------
+
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory: pytest.TempPathFactory, signing_key: Ed25519PrivateKey) -> Path:
+    directory = tmp_path_factory.mktemp("operator-images")
+    write_image(directory / "quickstart.aimg", build_image(QUICKSTART, signing_key))
+    write_image(directory / "primitives.aimg", build_image(ENCLAVES / "primitives", signing_key))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tokens_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tokens") / "tokens"
+    path.write_text(f"# clients\nalice {ALICE}\nbob {BOB}\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def start_server(tmp_path_factory: pytest.TempPathFactory, images_dir: Path, tokens_file: Path,
+                 signing_key: Ed25519PrivateKey) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+    trusted = signer_id(public_key_bytes(signing_key)).hex()
+
+    def start(*extra: str, state_dir: Path | None = None) -> ServerProcess:
+        state = state_dir or tmp_path_factory.mktemp("state") / "state"
+        server = ServerProcess(state, ["--images", str(images_dir), "--trusted-signer", trusted,
+                                       "--client-tokens", str(tokens_file), "--metrics-listen", "127.0.0.1:0",
+                                       *extra])
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

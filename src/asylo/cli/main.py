@@ -14,6 +14,8 @@ from asylo import __version__
 from asylo.cli.bench_command import bench
 from asylo.cli.devca_command import dev_ca
 from asylo.cli.image_commands import build, inspect, keygen
+from asylo.cli.provision_command import provision
+from asylo.cli.provision_server_command import provision_server
 from asylo.cli.proxy_command import proxy
 from asylo.cli.quickstart import quickstart
 
@@ -37,6 +39,8 @@ cli.add_command(quickstart)
 cli.add_command(proxy)
 cli.add_command(dev_ca)
 cli.add_command(bench)
+cli.add_command(provision_server)
+cli.add_command(provision)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from types import ModuleType
 import click
 
 import asylo
+from asylo.cli.provision_command import connection_options, server_provision
 from asylo.image import build_image, generate_signing_key, write_image
 from asylo.remote.devca import create_dev_ca
 from asylo.remote.provision import ProxyTls
@@ -53,15 +54,16 @@ class QuickstartResult:
     measurement: bytes
 
 
-def backend_config(backend: str, image_path: Path, *, tls_dir: Path | None = None
-                   ) -> asylo.SimLoadConfig | asylo.RemoteLoadConfig:
-    """The load config for `backend`: "remote" (a proxy process, local provisioning) or "sim" (in-process).
+def backend_config(backend: str, image_path: Path, *, tls_dir: Path | None = None,
+                   provision: asylo.RemoteProvision | None = None) -> asylo.SimLoadConfig | asylo.RemoteLoadConfig:
+    """The load config for `backend`: "remote" (a proxy process) or "sim" (in-process).
 
-    With `tls_dir`, the remote connection uses mutual TLS with a development CA made there.
+    Remote proxies come from `provision` (default: local provisioning). With `tls_dir`, local provisioning uses
+    mutual TLS with a development CA made there.
     """
     if backend == "sim":
         return asylo.SimLoadConfig(image_path, debug=True)
-    provision: asylo.RemoteProvision = asylo.LocalProvision()
+    provision = provision or asylo.LocalProvision()
     if tls_dir is not None:
         ca = create_dev_ca(tls_dir)
         provision = asylo.LocalProvision(
@@ -119,7 +121,14 @@ def run_quickstart(message: str, backend: asylo.SimLoadConfig | asylo.RemoteLoad
 @click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A built quickstart image (asylo build). Default: build one from the bundled sources with a "
                    "throwaway key.")
-def quickstart(message: str, backend: str, tls: bool, image_path: Path | None) -> None:
+@click.option("--provision-server", metavar="HOST:PORT",
+              help="remote only: get the proxy from this provision server (`asylo provision-server`) instead of "
+                   "starting one here. Needs --image signed by a signer the server trusts; --upload sends it.")
+@click.option("--upload", is_flag=True, help="With --provision-server: upload --image if the server lacks it.")
+@connection_options
+def quickstart(message: str, backend: str, tls: bool, image_path: Path | None, provision_server: str | None,
+               upload: bool, ca_file: Path | None, client_cert: Path | None, client_key: Path | None,
+               token_file: Path | None) -> None:
     """Encrypt a message inside the quickstart enclave (Asylo's quickstart demo).
 
     The enclave generates an AES-256-GCM key that never leaves it, encrypts MESSAGE, and sends the ciphertext back
@@ -130,19 +139,30 @@ def quickstart(message: str, backend: str, tls: bool, image_path: Path | None) -
         <nonce and ciphertext, hex>
 
     By default the enclave runs remotely: a proxy process started on loopback (local provisioning), reached over
-    one gRPC stream, reaped when the demo ends.
+    one gRPC stream, reaped when the demo ends. With --provision-server the proxy runs on another machine,
+    started there by its provision server.
     """
     if not message:
         raise click.UsageError("--message must not be empty")
     if tls and backend != "remote":
         raise click.UsageError("--tls applies to --backend remote only")
+    connection = (ca_file, client_cert, client_key, token_file)
+    if provision_server is None and (upload or any(option is not None for option in connection)):
+        raise click.UsageError("--upload, --ca, --client-cert, --client-key and --token-file go with "
+                               "--provision-server")
+    if provision_server is not None and (backend != "remote" or tls or image_path is None):
+        raise click.UsageError("--provision-server needs --backend remote, no --tls (give --ca and, for mutual "
+                               "TLS, --client-cert/--client-key), and --image: a quickstart image signed by a "
+                               "signer the server trusts (asylo keygen, then asylo build)")
     try:
+        provision = None if provision_server is None else server_provision(provision_server, *connection,
+                                                                           upload=upload)
         with tempfile.TemporaryDirectory(prefix="asylo-quickstart-") as tmp:
             if image_path is None:
                 image_path = Path(tmp) / "demo_enclave.aimg"
                 write_image(image_path, build_image(quickstart_enclave_dir(), generate_signing_key()))
             tls_dir = Path(tmp) / "dev-ca" if tls else None
-            run_quickstart(message, backend_config(backend, image_path, tls_dir=tls_dir))
+            run_quickstart(message, backend_config(backend, image_path, tls_dir=tls_dir, provision=provision))
     except AsyloError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

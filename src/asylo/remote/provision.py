@@ -20,7 +20,7 @@ from pathlib import Path
 
 from asylo.remote.child_process import ListeningChild
 from asylo.remote.credentials import ClientCredentials
-from asylo.status import UnimplementedError
+from asylo.status import InvalidArgumentError
 
 _log = logging.getLogger(__name__)
 _proxy_log = logging.getLogger("asylo.proxy")
@@ -53,15 +53,19 @@ class RemoteProvision(ABC):
         """Start (or find) a proxy hosting the image at `image_path`; the caller must call `release` when done."""
 
     @staticmethod
-    def instantiate(address: str | None = None) -> RemoteProvision:
-        """The default provisioning: `LocalProvision` (proxies on this machine, the embedded default).
-
-        A provision server's address ("host:4321") selects remote provisioning, which this release does not have.
-        """
+    def instantiate(address: str | None = None, *, credentials: ClientCredentials | None = None,
+                    bearer_token: str | None = None, upload: bool = False) -> RemoteProvision:
+        """Asylo's RemoteProvision::Instantiate: `LocalProvision` (proxies on this machine, the embedded default)
+        without an address; with a provision server's address ("host:4321"), `ServerProvision` through it, with
+        `credentials` (TLS; needed for any non-loopback address) and/or a `bearer_token`. With `upload`, an image
+        the server lacks is uploaded first."""
         if address is None:
+            if credentials is not None or bearer_token is not None or upload:
+                raise InvalidArgumentError("credentials, bearer_token and upload apply to a provision server address")
             return LocalProvision()
-        raise UnimplementedError(f"provisioning through a provision server ({address}) is not available in this "
-                                 f"release; use LocalProvision or DirectProvision")
+        from asylo.remote.provision_client import ServerProvision  # noqa: PLC0415 - it builds on this module
+
+        return ServerProvision(address, credentials=credentials, bearer_token=bearer_token, upload=upload)
 
 
 @dataclass(frozen=True)

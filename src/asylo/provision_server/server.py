@@ -1,0 +1,183 @@
+"""ProvisionServer: the provision server's parts put together, started and stopped in order.
+
+Start-up: make the state directory private, kill proxies a previous run left behind (it may have been SIGKILLed),
+open the image store, start the warm pool, then serve gRPC (ProvisionService, standard health checking, server
+reflection) and, if asked, Prometheus metrics. Stop: report NOT_SERVING, stop taking RPCs, release every session
+(each proxy finalizes its enclave), empty the warm pool, close the metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from asylo.provision_server.auth import ClientAuthenticator, ClientId
+from asylo.provision_server.metrics import ProvisionMetrics
+from asylo.provision_server.proxies import ProxyLauncher, ProxySettings, kill_orphans
+from asylo.provision_server.service import MAX_UPLOAD_CHUNK, SERVICE, ProvisionServicer
+from asylo.provision_server.sessions import ServerLimits, SessionTable
+from asylo.provision_server.store import ImageStore
+from asylo.remote.credentials import ServerCredentials, is_loopback_address
+from asylo.remote.provision import ProxyTls
+from asylo.status import FailedPreconditionError, InvalidArgumentError
+
+_log = logging.getLogger(__name__)
+
+#: Asylo's provision server port.
+DEFAULT_PORT = 4321
+#: Seconds between looks for sessions whose proxy exited by itself.
+_REAP_INTERVAL = 0.5
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")  # noqa: S104 - recognised, not bound
+
+
+@dataclass(frozen=True)
+class ProvisionServerConfig:
+    """Everything `asylo provision-server` is told. Paths are on the server's machine."""
+
+    state_dir: Path
+    trusted_signers: tuple[bytes, ...]
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"
+    images_dir: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Clients must present a certificate from this CA (mutual TLS); it is also their identity.
+    tls_client_ca: Path | None = None
+    client_tokens: Mapping[bytes, ClientId] = field(default_factory=dict)
+    allow_anonymous: bool = False
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    max_image_size: int = 64 << 20
+    idle_timeout: float | None = 600.0
+    hello_timeout: float = 30.0
+    warm: int = 0
+    metrics_listen: str | None = None
+    #: The host clients should connect to for proxies; None: the listen host, or (wildcard) the host they used.
+    advertise_host: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.trusted_signers:
+            raise InvalidArgumentError("give at least one trusted signer: the server runs only images they signed")
+        if (self.tls_cert is None) != (self.tls_key is None) or (self.tls_client_ca and self.tls_cert is None):
+            raise InvalidArgumentError("the TLS certificate and key go together, and a client CA needs them")
+        if self.allow_anonymous and not is_loopback_address(self.listen):
+            raise InvalidArgumentError("anonymous clients are allowed only on a loopback address")
+        if self.warm < 0 or self.max_image_size < 1:
+            raise InvalidArgumentError("the warm pool size must be >= 0 and the image size limit >= 1")
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def proxy_tls(self) -> ProxyTls | None:
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return ProxyTls(self.tls_cert, self.tls_key, client_ca_file=self.tls_client_ca)
+
+    def answer_host(self) -> str:
+        """The proxy host to put in answers; "" tells the client to use the host it reached this server at."""
+        if self.advertise_host is not None:
+            return self.advertise_host
+        return "" if self.listen_host in _WILDCARD_HOSTS else self.listen_host.strip("[]")
+
+
+def private_directory(path: Path) -> Path:
+    """Create `path` (and parents) if needed and make it 0700: the server's files are nobody else's business."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.is_dir() or path.is_symlink():
+        raise FailedPreconditionError(f"{path} is not a directory")
+    os.chmod(path, 0o700)
+    return path
+
+
+class ProvisionServer:
+    """One provision server. `await start()`, then `await stop()`; `port`/`metrics_port` once started."""
+
+    def __init__(self, config: ProvisionServerConfig) -> None:
+        self.config = config
+        self.metrics = ProvisionMetrics()
+        self.port = 0
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health: Any = None
+        self._launcher: ProxyLauncher | None = None
+        self._servicer: ProvisionServicer | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self.sessions = SessionTable(config.limits)
+
+    @property
+    def proxy_dir(self) -> Path:
+        return self.config.state_dir / "proxies"
+
+    async def start(self) -> int:
+        config = self.config
+        credentials = (ServerCredentials.tls(config.tls_cert, config.tls_key, client_ca_file=config.tls_client_ca)
+                       if config.tls_cert is not None and config.tls_key is not None
+                       else ServerCredentials.insecure_loopback())
+        credentials.check_listen_address(config.listen)
+        authenticator = ClientAuthenticator(tokens=dict(config.client_tokens), mutual_tls=credentials.mutual,
+                                            allow_anonymous=config.allow_anonymous)
+        private_directory(config.state_dir)
+        killed = kill_orphans(private_directory(self.proxy_dir))
+        if killed:
+            _log.warning("killed %d proxies left behind by an earlier run", killed)
+        store = ImageStore(config.state_dir, trusted_signers=config.trusted_signers, operator_dir=config.images_dir,
+                           max_image_size=config.max_image_size)
+        every_interface = "0.0.0.0"  # noqa: S104 - what a listen address of ":4321" asks for
+        settings = ProxySettings(listen_host=config.listen_host or every_interface, tls=config.proxy_tls,
+                                 hello_timeout=config.hello_timeout, idle_timeout=config.idle_timeout)
+        self._launcher = ProxyLauncher(settings, warm=config.warm, pid_dir=self.proxy_dir)
+        self._servicer = ProvisionServicer(authenticator=authenticator, store=store, sessions=self.sessions,
+                                           launcher=self._launcher, metrics=self.metrics,
+                                           advertise_host=config.answer_host())
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_UPLOAD_CHUNK + (64 << 10))])
+        server.add_generic_rpc_handlers((self._servicer.handler(),))
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        try:
+            self.port = credentials.add_port(server, config.listen)
+            self._launcher.start()
+            await server.start()
+            self._server = server
+            for service in ("", SERVICE):
+                await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            if config.metrics_listen is not None:
+                self.metrics_port = self.metrics.serve(config.metrics_listen)
+        except BaseException:
+            await server.stop(None)
+            self._launcher.close()
+            self.metrics.close()
+            raise
+        self._reaper = asyncio.create_task(self._servicer.reap_ended(_REAP_INTERVAL), name="asylo-provision-reaper")
+        _log.info("provision server listening on port %d (%d trusted signers, %d images)", self.port,
+                  len(config.trusted_signers), len(store.images()))
+        return self.port
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop serving and end every session. Idempotent."""
+        if self._health is not None:
+            with contextlib.suppress(Exception):
+                await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        if self._servicer is not None:
+            await self._servicer.end_sessions(self.sessions.take_all())
+        if self._launcher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._launcher.close)
+        self.metrics.close()

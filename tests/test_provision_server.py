@@ -1,0 +1,333 @@
+"""The provision server, as a real `asylo provision-server` process with real proxies, over real gRPC.
+
+Clients authenticate with bearer tokens here (mutual TLS in test_provision_tls); two clients, alice and bob, check
+tenancy. Every bad input of the issue's table gets its status code and leaves the state directory as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+import asylo
+from asylo.cli.quickstart import backend_config, run_quickstart
+from asylo.image import build_image, generate_signing_key, write_image
+from asylo.proto import provision_pb2
+from asylo.remote.provision_client import ServerProvision
+from tests.conftest import ENCLAVES, eventually, u64
+from tests.provision_helpers import ALICE, BOB, ServerProcess, pid_alive, tree_listing, wait_gone
+
+
+@pytest.fixture(scope="module")
+def server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
+    return start_server("--max-image-size", "1")
+
+
+def alice(server: ServerProcess, **options: object) -> ServerProvision:
+    return ServerProvision(server.address, bearer_token=ALICE, **options)  # type: ignore[arg-type]
+
+
+def bob(server: ServerProvision | ServerProcess) -> ServerProvision:
+    assert isinstance(server, ServerProcess)
+    return ServerProvision(server.address, bearer_token=BOB)
+
+
+def load(manager: asylo.EnclaveManager, image: Path, provision: asylo.RemoteProvision) -> asylo.EnclaveClient:
+    proxy = asylo.RemoteProxyClientConfig.defaults_with_provision(provision)
+    return manager.load_enclave(asylo.EnclaveLoadConfig(
+        "primitives", remote=asylo.RemoteLoadConfig(image, proxy=proxy)))
+
+
+# -- the happy paths ---------------------------------------------------------------------------------------------
+
+def test_quickstart_through_the_provision_server(server: ServerProcess, images_dir: Path,
+                                                 manager: asylo.EnclaveManager) -> None:
+    provision = asylo.RemoteProvision.instantiate(server.address, bearer_token=ALICE)
+    result = run_quickstart("Asylo Rocks", backend_config("remote", images_dir / "quickstart.aimg",
+                                                          provision=provision), manager=manager, echo=False)
+    assert len(bytes.fromhex(result.encrypted_hex)) > len("Asylo Rocks")
+    assert eventually(lambda: not server.proxy_pids(), 10), "the proxy outlived its session"
+
+
+def test_quickstart_command_with_provision_server(server: ServerProcess, images_dir: Path, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(BOB + "\n")
+    done = subprocess.run([sys.executable, "-m", "asylo", "quickstart", "--message", "Asylo Rocks",
+                           "--provision-server", server.address, "--image", str(images_dir / "quickstart.aimg"),
+                           "--token-file", str(token_file)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Encrypted message:" and bytes.fromhex(lines[1])
+
+
+def test_calls_sessions_and_release(server: ServerProcess, images_dir: Path, manager: asylo.EnclaveManager) -> None:
+    provision = alice(server)
+    client = load(manager, images_dir / "primitives.aimg", provision)
+    for value in range(20):
+        assert client.call("square", u64(value)) == u64(value * value)
+    [session] = provision.sessions()
+    assert session.image.name == "primitives"
+    assert bob(server).sessions() == []  # bob sees none of alice's sessions
+    [pid] = server.proxy_pids()
+    assert pid_alive(pid)
+    manager.destroy_enclave(client)
+    assert not wait_gone({pid}), "the proxy outlived destroy_enclave"
+    assert eventually(lambda: provision.sessions() == [], 5)
+
+
+def test_answer_names_a_reachable_proxy_and_a_fresh_token(server: ServerProcess) -> None:
+    first = alice(server).provision_by_name("primitives")
+    second = alice(server).provision_by_name("primitives")
+    try:
+        assert first.proxy_host == "127.0.0.1" and first.proxy_port not in (0, server.port)
+        assert len(first.token) == 32 and first.token != second.token
+        assert first.session_id != second.session_id
+    finally:
+        alice(server).release(first.session_id)
+        alice(server).release(second.session_id)
+    assert not wait_gone(server.proxy_pids())
+
+
+def test_list_images(server: ServerProcess) -> None:
+    names = {image.name for image in alice(server).images()}
+    assert names == {"primitives", "quickstart"}
+
+
+def test_upload_then_provision(server: ServerProcess, signing_key: Ed25519PrivateKey, tmp_path: Path,
+                               manager: asylo.EnclaveManager) -> None:
+    source = tmp_path / "primitives-v2"
+    shutil.copytree(ENCLAVES / "primitives", source, ignore=shutil.ignore_patterns("__pycache__"))
+    (source / "extra.txt").write_text("a different measurement")
+    image = tmp_path / "primitives-v2.aimg"
+    write_image(image, build_image(source, signing_key))
+    provision = alice(server, upload=True)
+    client = load(manager, image, provision)  # not in the store: uploaded, then provisioned
+    assert client.enter_and_run(asylo.EnclaveInput(data=b"v2")).data == b"ran:v2"
+    manager.destroy_enclave(client)
+    uploaded = server.state_dir / "images" / "primitives-v2.aimg"
+    assert stat.S_IMODE(uploaded.stat().st_mode) == 0o600
+    assert "primitives-v2" in {i.name for i in bob(server).images()}
+
+
+def test_state_directory_is_private(server: ServerProcess) -> None:
+    assert stat.S_IMODE(server.state_dir.stat().st_mode) == 0o700
+    for path in server.state_dir.rglob("*"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+
+
+def test_health_and_reflection(server: ServerProcess) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "asylo.provision.ProvisionService"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        [answer] = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                   timeout=5)
+        names = {s.name for s in answer.list_services_response.service}
+        assert "asylo.provision.ProvisionService" in names and "grpc.health.v1.Health" in names
+
+
+def metrics(server: ServerProcess) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def test_metrics(server: ServerProcess) -> None:
+    before = metrics(server)
+    answer = alice(server).provision_by_name("primitives")
+    during = metrics(server)
+    alice(server).release(answer.session_id)
+    with pytest.raises(asylo.NotFoundError):
+        alice(server).provision_by_name("no-such-image")
+    after = metrics(server)
+    assert during["asylo_provision_active_enclaves"] == before["asylo_provision_active_enclaves"] + 1
+    assert during["asylo_provision_provisions_total"] == before["asylo_provision_provisions_total"] + 1
+    assert after["asylo_provision_active_enclaves"] == before["asylo_provision_active_enclaves"]
+    reason = 'asylo_provision_rejects_total{reason="not_found"}'
+    assert after[reason] == before[reason] + 1
+
+
+# -- bad input: each gets its status and changes nothing on disk ---------------------------------------------------
+
+def _upload_bytes(server: ServerProcess, name: str, data: bytes, *, size: int | None = None,
+                  digest: bytes | None = None, token: str | None = ALICE) -> None:
+    header = provision_pb2.UploadImageHeader(name=name, size=len(data) if size is None else size,
+                                             sha256=hashlib.sha256(data).digest() if digest is None else digest)
+    chunks = [provision_pb2.UploadImageChunk(header=header)]
+    chunks += [provision_pb2.UploadImageChunk(data=data[i:i + 65536]) for i in range(0, len(data), 65536)]
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    with grpc.insecure_channel(server.address) as channel:
+        upload = channel.stream_unary("/asylo.provision.ProvisionService/UploadImage",
+                                      request_serializer=lambda m: m.SerializeToString(),
+                                      response_deserializer=provision_pb2.ImageInfo.FromString)
+        upload(iter(chunks), timeout=10, metadata=metadata)
+
+
+@pytest.fixture(scope="module")
+def untrusted_image() -> bytes:
+    return build_image(ENCLAVES / "primitives", generate_signing_key())
+
+
+@pytest.fixture(scope="module")
+def trusted_image(images_dir: Path) -> bytes:
+    return (images_dir / "primitives.aimg").read_bytes()
+
+
+def _tampered(image: bytes) -> bytes:
+    data = bytearray(image)
+    data[len(data) // 2] ^= 0x01
+    return bytes(data)
+
+
+BAD_INPUTS: list[tuple[str, Callable[[ServerProcess, bytes, bytes], None], grpc.StatusCode]] = [
+    ("unknown image", lambda s, t, u: alice(s).provision_by_name("no-such-image"), grpc.StatusCode.NOT_FOUND),
+    ("unknown measurement", lambda s, t, u: alice(s)._call(
+        "Provision", provision_pb2.ProvisionRequest(measurement=bytes(32)), provision_pb2.ProvisionResponse),
+     grpc.StatusCode.NOT_FOUND),
+    ("unsigned upload", lambda s, t, u: _upload_bytes(s, "junk", b"not an image at all"),
+     grpc.StatusCode.PERMISSION_DENIED),
+    ("tampered upload", lambda s, t, u: _upload_bytes(s, "tampered", _tampered(t)),
+     grpc.StatusCode.PERMISSION_DENIED),
+    ("untrusted signer", lambda s, t, u: _upload_bytes(s, "untrusted", u), grpc.StatusCode.PERMISSION_DENIED),
+    ("name with /", lambda s, t, u: _upload_bytes(s, "a/b", t), grpc.StatusCode.INVALID_ARGUMENT),
+    ("name with ..", lambda s, t, u: _upload_bytes(s, "..", t), grpc.StatusCode.INVALID_ARGUMENT),
+    ("name with NUL", lambda s, t, u: _upload_bytes(s, "a\0b", t), grpc.StatusCode.INVALID_ARGUMENT),
+    ("provision name with /", lambda s, t, u: alice(s).provision_by_name("../images/primitives"),
+     grpc.StatusCode.INVALID_ARGUMENT),
+    ("over the size limit (declared)", lambda s, t, u: _upload_bytes(s, "big", t, size=2 << 20),
+     grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ("over the size limit (sent)", lambda s, t, u: _upload_bytes(s, "big", t + bytes(2 << 20), size=len(t)),
+     grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ("wrong digest", lambda s, t, u: _upload_bytes(s, "digest", t, digest=bytes(32)), grpc.StatusCode.DATA_LOSS),
+    ("no credentials", lambda s, t, u: _upload_bytes(s, "anon", t, token=None), grpc.StatusCode.UNAUTHENTICATED),
+    ("no credentials (provision)", lambda s, t, u: ServerProvision(s.address).provision_by_name("primitives"),
+     grpc.StatusCode.UNAUTHENTICATED),
+    ("a wrong token", lambda s, t, u: ServerProvision(s.address, bearer_token="x" * 20).images(),
+     grpc.StatusCode.UNAUTHENTICATED),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input(server: ServerProcess, trusted_image: bytes, untrusted_image: bytes,
+                   case: tuple[str, Callable[[ServerProcess, bytes, bytes], None], grpc.StatusCode]) -> None:
+    _, attempt, code = case
+    before = tree_listing(server.state_dir)
+    with pytest.raises((grpc.RpcError, asylo.AsyloError)) as raised:
+        attempt(server, trusted_image, untrusted_image)
+    error = raised.value
+    got = error.code() if isinstance(error, grpc.RpcError) else grpc.StatusCode[error.code.name]
+    assert got == code, error
+    assert tree_listing(server.state_dir) == before
+    assert not server.proxy_pids()
+
+
+def test_another_clients_session_is_permission_denied(server: ServerProcess) -> None:
+    answer = alice(server).provision_by_name("primitives")
+    try:
+        before = tree_listing(server.state_dir)
+        with pytest.raises(asylo.PermissionDeniedError, match="another client"):
+            bob(server).release(answer.session_id)
+        assert tree_listing(server.state_dir) == before
+        assert [s.session_id for s in alice(server).sessions()] == [answer.session_id]
+    finally:
+        alice(server).release(answer.session_id)
+
+
+# -- limits ----------------------------------------------------------------------------------------------------
+
+def test_limits_are_resource_exhausted_naming_the_limit(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server("--max-enclaves", "3", "--max-enclaves-per-client", "2")
+    held = [alice(server).provision_by_name("primitives") for _ in range(2)]
+    try:
+        with pytest.raises(asylo.ResourceExhaustedError, match="per-client limit of 2"):
+            alice(server).provision_by_name("primitives")
+        held.append(bob(server).provision_by_name("primitives"))
+        with pytest.raises(asylo.ResourceExhaustedError, match="server's limit of 3"):
+            bob(server).provision_by_name("primitives")
+        values = metrics(server)
+        assert values['asylo_provision_rejects_total{reason="client_limit"}'] == 1
+        assert values['asylo_provision_rejects_total{reason="server_limit"}'] == 1
+    finally:
+        alice(server).release(held[0].session_id)
+        alice(server).release(held[1].session_id)
+        bob(server).release(held[2].session_id)
+    assert not wait_gone(server.proxy_pids())
+    server.stop()
+
+
+def test_idle_session_is_ended_and_its_slot_freed(start_server: Callable[..., ServerProcess], images_dir: Path,
+                                                  manager: asylo.EnclaveManager) -> None:
+    server = start_server("--idle-timeout", "1")
+    client = load(manager, images_dir / "primitives.aimg", alice(server))
+    assert client.enter_and_run(asylo.EnclaveInput(data=b"x")).data == b"ran:x"
+    assert eventually(lambda: alice(server).sessions() == [], 10), "the idle session was not ended"
+    with pytest.raises(asylo.AsyloError, match="idle"):
+        client.enter_and_run(asylo.EnclaveInput())
+    manager.destroy_enclave(client)
+    assert not wait_gone(server.proxy_pids())
+    server.stop()
+
+
+# -- hygiene ---------------------------------------------------------------------------------------------------
+
+def test_a_crashing_proxy_does_not_take_the_server_down(server: ServerProcess, images_dir: Path,
+                                                        manager: asylo.EnclaveManager) -> None:
+    doomed = alice(server).provision_by_name("primitives")
+    [pid] = server.proxy_pids()
+    os.kill(pid, signal.SIGKILL)
+    assert eventually(lambda: alice(server).sessions() == [], 10), "the crashed proxy's session stayed"
+    assert server.process.poll() is None
+    client = load(manager, images_dir / "primitives.aimg", alice(server))
+    assert client.enter_and_run(asylo.EnclaveInput(data=b"x")).data == b"ran:x"
+    manager.destroy_enclave(client)
+    assert doomed.session_id not in {s.session_id for s in alice(server).sessions()}
+
+
+def test_proxies_die_with_the_server_and_a_restart_leaves_no_orphans(
+        start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server()
+    answers = [alice(server).provision_by_name("primitives") for _ in range(2)]
+    pids = server.proxy_pids()
+    assert len(pids) == 2 and len(answers) == 2
+    stopped, running = sorted(pids)
+    os.kill(stopped, signal.SIGSTOP)  # a wedged proxy hears neither its pipe nor the parent-death signal
+    server.stop(signal.SIGKILL)
+    assert not wait_gone({running}), "a proxy outlived its server"
+    assert pid_alive(stopped)
+    restarted = start_server(state_dir=server.state_dir)
+    assert not wait_gone({stopped}), "the restarted server left the orphan alive"
+    assert restarted.proxy_pids() == set()
+    restarted.stop()
+
+
+def test_sigterm_ends_every_session(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server()
+    alice(server).provision_by_name("primitives")
+    pids = server.proxy_pids()
+    assert pids
+    server.stop(signal.SIGTERM)
+    assert server.process.returncode == 0
+    assert not wait_gone(pids)
+    assert server.proxy_pids() == set()
