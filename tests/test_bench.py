@@ -1,4 +1,4 @@
-"""`asylo bench --quick` runs end to end (raw echo server and proxy processes, all reaped) and writes its JSON.
+"""`asylo bench --quick` (and `--provision --quick`) run end to end (servers and proxies all reaped) and write JSON.
 
 A smoke test only: the counts are tiny and no timing is asserted; the benchmark itself is run by hand.
 """
@@ -44,3 +44,15 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
         assert math.isclose(rows[key]["ratio"], rows[key]["asylo"]["median"] / rows[key]["baseline"]["median"])
     assert rows["empty_call_64"]["unit"] == "µs" and rows["empty_call_64"]["asylo"]["calls"] == 20
     assert rows["threads"]["unit"] == "calls/s" and rows["bulk"]["unit"] == "MiB/s"
+
+
+def test_quick_provision_bench_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "provision.json"
+    result = CliRunner().invoke(bench, ["--provision", "--quick", "--json", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "warm (--warm 1, pre-started proxy)" in result.output
+    document = json.loads(out.read_text())
+    assert document["schema"] == "asylo-bench-provision/1"
+    assert len(document["cold"]) == len(document["warm"]) == 3
+    assert all(value > 0 for value in document["cold"] + document["warm"])
+    assert document["met"] is (document["warm_median"] <= document["target"]["warm_median_at_most_ms"])

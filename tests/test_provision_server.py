@@ -27,6 +27,7 @@ import asylo
 from asylo.cli.quickstart import backend_config, run_quickstart
 from asylo.image import build_image, generate_signing_key, write_image
 from asylo.proto import provision_pb2
+from asylo.remote.devca import create_dev_ca
 from asylo.remote.provision_client import ServerProvision
 from tests.conftest import ENCLAVES, eventually, u64
 from tests.provision_helpers import ALICE, BOB, ServerProcess, pid_alive, tree_listing, wait_gone
@@ -331,3 +332,55 @@ def test_sigterm_ends_every_session(start_server: Callable[..., ServerProcess]) 
     assert server.process.returncode == 0
     assert not wait_gone(pids)
     assert server.proxy_pids() == set()
+
+
+def test_a_client_that_gives_up_leaves_no_proxy(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server()
+    with pytest.raises(asylo.DeadlineExceededError):
+        ServerProvision(server.address, bearer_token=ALICE, timeout=0.05).provision_by_name("primitives")
+    assert eventually(lambda: alice(server).sessions() == [] and not server.proxy_pids(), 15), \
+        "the proxy started for a client that gave up was not let go"
+    server.stop()
+
+
+# -- warm pool and mutual TLS ----------------------------------------------------------------------------------
+
+def test_warm_pool_serves_provisions(start_server: Callable[..., ServerProcess], images_dir: Path,
+                                     manager: asylo.EnclaveManager) -> None:
+    server = start_server("--warm", "2")
+    assert eventually(lambda: len(server.proxy_pids()) == 2, 30), "the warm pool did not fill"
+    standby = server.proxy_pids()
+    assert eventually(lambda: metrics(server)["asylo_provision_warm_proxies"] == 2, 5)
+    client = load(manager, images_dir / "primitives.aimg", alice(server))
+    assert client.call("square", u64(12)) == u64(144)
+    [session] = alice(server).sessions()
+    assert session.image.name == "primitives"
+    assert standby & server.proxy_pids(), "no pre-started proxy took the session"
+    manager.destroy_enclave(client)
+    assert eventually(lambda: len(server.proxy_pids()) == 2, 30), "the pool did not refill"
+    pids = server.proxy_pids()
+    server.stop()
+    assert not wait_gone(pids), "standby proxies outlived the server"
+
+
+def test_mutual_tls_certificate_is_the_clients_identity(start_server: Callable[..., ServerProcess],
+                                                        tmp_path: Path) -> None:
+    ca = create_dev_ca(tmp_path / "ca")
+    server = start_server("--tls-cert", str(ca.server_cert), "--tls-key", str(ca.server_key),
+                          "--tls-client-ca", str(ca.ca_cert))
+    credentials = asylo.ClientCredentials.tls(ca.ca_cert, cert_file=ca.client_cert, key_file=ca.client_key)
+    by_certificate = ServerProvision(server.address, credentials=credentials)
+    answer = by_certificate.provision_by_name("primitives")
+    assert [s.session_id for s in by_certificate.sessions()] == [answer.session_id]
+    # The same connection with bob's token is bob, who owns nothing and may release nothing of the certificate's.
+    as_bob = ServerProvision(server.address, credentials=credentials, bearer_token=BOB)
+    assert as_bob.sessions() == []
+    with pytest.raises(asylo.PermissionDeniedError):
+        as_bob.release(answer.session_id)
+    # Without a client certificate the TLS handshake itself fails.
+    with pytest.raises(asylo.EnclaveUnavailable):
+        ServerProvision(server.address, credentials=asylo.ClientCredentials.tls(ca.ca_cert),
+                        bearer_token=ALICE, timeout=5).images()
+    by_certificate.release(answer.session_id)
+    assert not wait_gone(server.proxy_pids())
+    server.stop()

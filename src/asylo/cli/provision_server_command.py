@@ -22,6 +22,7 @@ from asylo.provision_server import (
     load_trusted_signer,
 )
 from asylo.provision_server.auth import token_file_is_private
+from asylo.remote.child_process import exit_with_parent as watch_parent
 from asylo.status import AsyloError
 
 _log = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ def _address(value: str, option: str) -> str:
               help="Proxies to keep pre-started, so that provisioning skips process start-up.")
 @click.option("--metrics-listen", metavar="HOST:PORT",
               help="Serve Prometheus metrics (plain HTTP, /metrics) on this address, e.g. 127.0.0.1:9464.")
+@click.option("--exit-with-parent", is_flag=True,
+              help="Stop (ending every session) when standard input reaches end of file, i.e. when the process "
+                   "that started this one is gone. For supervisors and benchmarks.")
 @click.option("--advertise-host",
               help="The host name or address clients should use for proxies. Default: the --listen host, or, "
                    "when that is a wildcard, the host each client used to reach this server.")
@@ -96,7 +100,8 @@ def provision_server(listen: str, state_dir: Path, images_dir: Path | None, trus
                      tls_cert: Path | None, tls_key: Path | None, tls_client_ca: Path | None,
                      client_tokens: Path | None, allow_anonymous: bool, max_enclaves: int,
                      max_enclaves_per_client: int, idle_timeout: float, hello_timeout: float, max_image_size: int,
-                     warm: int, metrics_listen: str | None, advertise_host: str | None) -> None:
+                     warm: int, metrics_listen: str | None, exit_with_parent: bool, advertise_host: str | None
+                     ) -> None:
     """Start enclaves on this machine on demand (Asylo's provision server, port 4321).
 
     Clients (`RemoteProvision.instantiate("HOST:4321", ...)`, `asylo quickstart --provision-server HOST:4321`)
@@ -124,19 +129,21 @@ def provision_server(listen: str, state_dir: Path, images_dir: Path | None, trus
             limits=ServerLimits(max_enclaves=max_enclaves, max_enclaves_per_client=max_enclaves_per_client),
             max_image_size=max_image_size << 20, idle_timeout=idle_timeout or None, hello_timeout=hello_timeout,
             warm=warm, metrics_listen=metrics_listen, advertise_host=advertise_host)
-        sys.exit(asyncio.run(_serve(config)))
+        sys.exit(asyncio.run(_serve(config, exit_with_parent=exit_with_parent)))
     except AsyloError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
 
 
-async def _serve(config: ProvisionServerConfig) -> int:
+async def _serve(config: ProvisionServerConfig, *, exit_with_parent: bool) -> int:
     server = ProvisionServer(config)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if exit_with_parent:
+        watch_parent(loop, stop.set, "asylo-provision-parent-watch")
     metrics = f" metrics_port={server.metrics_port}" if server.metrics_port is not None else ""
     click.echo(f"{READY_PREFIX} port={server.port}{metrics}")
     click.echo(f"trusted signers: {', '.join(s.hex() for s in config.trusted_signers)}", err=True)

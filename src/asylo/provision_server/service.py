@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from asylo.proto import provision_pb2
 from asylo.provision_server.auth import ClientAuthenticator, ClientId
 from asylo.provision_server.metrics import ProvisionMetrics
-from asylo.provision_server.proxies import ProxyLauncher
+from asylo.provision_server.proxies import ProxyLauncher, RunningProxy
 from asylo.provision_server.sessions import LimitExceededError, ProvisionedSession, SessionTable
 from asylo.provision_server.store import ImageStore, StoredImage
 from asylo.remote.service import grpc_status_code
@@ -110,12 +110,16 @@ class ProvisionServicer:
                 raise InvalidArgumentError("name the image: image_name or measurement")
             session_id = self._sessions.reserve(client)
             token = secrets.token_bytes(32)
-            loop = asyncio.get_running_loop()
+            launch = asyncio.get_running_loop().run_in_executor(None, self._launcher.launch, image.path, token)
             try:
-                proxy = await loop.run_in_executor(None, self._launcher.launch, image.path, token)
+                proxy = await asyncio.shield(launch)
             except BaseException as exc:
                 self._sessions.unreserve(client)
-                if isinstance(exc, AsyloError):
+                if isinstance(exc, asyncio.CancelledError):
+                    # The client gave up (deadline, cancel) while the proxy was starting: nobody will ever
+                    # connect to it, so it is let go as soon as it is up rather than left to its hello timeout.
+                    launch.add_done_callback(_release_unclaimed)
+                elif isinstance(exc, AsyloError):
                     self._metrics.failures.inc()
                     _log.warning("provisioning %s for %s failed: %s", image.name, client, exc)
                 raise
@@ -198,6 +202,11 @@ class ProvisionServicer:
             if ended:
                 await self.end_sessions(ended)
             self._metrics.warm_proxies.set(self._launcher.warm_ready)
+
+
+def _release_unclaimed(launch: asyncio.Future[RunningProxy]) -> None:
+    if not launch.cancelled() and launch.exception() is None:
+        launch.get_loop().run_in_executor(None, launch.result().release)
 
 
 def _serialize(message: Message) -> bytes:

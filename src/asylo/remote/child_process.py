@@ -53,6 +53,7 @@ class ListeningChild:
         for reader in self._readers:
             reader.start()
         self._released = False
+        self.ready_line = ""
         self._lock = threading.Lock()
 
     @property
@@ -74,12 +75,13 @@ class ListeningChild:
 
     def start(self, first_input: bytes, timeout: float) -> int:
         """Send `first_input` (if any) on the child's standard input, keeping the pipe open; wait for its ready line
-        and return the port. EnclaveUnavailable, with what the child said, if it exits or does not get ready in
-        time."""
+        and return the port (the first word after the prefix; `ready_line` keeps the whole rest of the line).
+        EnclaveUnavailable, with what the child said, if it exits or does not get ready in time."""
         if first_input:
             self._write(first_input)
         line = self._await_line(self._ready_prefix, timeout, f"did not start within {timeout:g} s", "failed to start")
-        return int(line)
+        self.ready_line = line
+        return int(line.split()[0])
 
     def request(self, line: bytes, reply_prefix: str, timeout: float) -> str:
         """Write `line` (one line, newline added if missing) to the child's standard input and wait for its answer:
