@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # (include root, proto files relative to it). Example protos import the package's, so both roots are on the path.
 SOURCES: list[tuple[Path, list[str]]] = [
     (ROOT / "src", ["asylo/proto/status.proto", "asylo/proto/enclave.proto", "asylo/proto/image.proto",
-              "asylo/proto/session.proto", "asylo/proto/provision.proto"]),
+              "asylo/proto/session.proto", "asylo/proto/provision.proto",
+              "asylo/proto/identity.proto"]),
     (ROOT / "examples/quickstart/enclave", ["demo.proto"]),
 ]
 INCLUDES = [ROOT / "src", ROOT / "examples/quickstart/enclave", Path(protoc.__file__).parent / "_proto"]

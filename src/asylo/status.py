@@ -162,6 +162,14 @@ class UnauthenticatedError(AsyloError):
     code = StatusCode.UNAUTHENTICATED
 
 
+class AttestationError(UnauthenticatedError):
+    """The peer's platform evidence or enclave identity was not accepted: the message says which check failed.
+
+    A subclass, not a code of its own, so that it crosses the boundary as UNAUTHENTICATED like any other failed
+    authentication, while local callers can still catch the attestation case on its own.
+    """
+
+
 _ERROR_FOR_CODE: dict[StatusCode, type[AsyloError]] = {
     cls.code: cls
     for cls in (

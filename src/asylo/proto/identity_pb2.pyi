@@ -1,0 +1,40 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EnclaveIdentity(_message.Message):
+    __slots__ = ("measurement", "signer", "product_id", "svn", "debug", "platform")
+    MEASUREMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    SVN_FIELD_NUMBER: _ClassVar[int]
+    DEBUG_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    measurement: bytes
+    signer: bytes
+    product_id: int
+    svn: int
+    debug: bool
+    platform: str
+    def __init__(self, measurement: _Optional[bytes] = ..., signer: _Optional[bytes] = ..., product_id: _Optional[int] = ..., svn: _Optional[int] = ..., debug: _Optional[bool] = ..., platform: _Optional[str] = ...) -> None: ...
+
+class Evidence(_message.Message):
+    __slots__ = ("version", "platform", "simulated", "identity", "report_data", "platform_public_key", "signature")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    REPORT_DATA_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    platform: str
+    simulated: bool
+    identity: EnclaveIdentity
+    report_data: bytes
+    platform_public_key: bytes
+    signature: bytes
+    def __init__(self, version: _Optional[int] = ..., platform: _Optional[str] = ..., simulated: _Optional[bool] = ..., identity: _Optional[_Union[EnclaveIdentity, _Mapping]] = ..., report_data: _Optional[bytes] = ..., platform_public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
