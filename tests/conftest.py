@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import threading
@@ -13,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import asylo
+from asylo.identity import DEFAULT_SIM_STATE_ENV, SimPlatformKey
 from asylo.image import build_image, generate_signing_key, load_image, public_key_bytes, signer_id, write_image
 from tests.provision_helpers import ALICE, BOB, ServerProcess
 
@@ -27,6 +29,26 @@ def u64(value: int) -> bytes:
 def from_u64(raw: bytes) -> int:
     value: int = struct.unpack("<Q", raw)[0]
     return value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sim_platform_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The simulated platform's key lives in a directory of the test run, never in the home directory; proxies
+    started by tests inherit the variable and so use the same platform."""
+    path = tmp_path_factory.mktemp("sim-platform")
+    before = os.environ.get(DEFAULT_SIM_STATE_ENV)
+    os.environ[DEFAULT_SIM_STATE_ENV] = str(path)
+    yield path
+    if before is None:
+        del os.environ[DEFAULT_SIM_STATE_ENV]
+    else:
+        os.environ[DEFAULT_SIM_STATE_ENV] = before
+
+
+@pytest.fixture(scope="session")
+def local_platform(sim_platform_dir: Path) -> str:
+    """The fingerprint of the simulated platform that proxies started by tests run on."""
+    return SimPlatformKey.load_or_create(sim_platform_dir).fingerprint
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ from asylo.image import (
 from asylo.image.format import HEADER_SIZE
 from asylo.proto import image_pb2
 from asylo.provision_server import store as store_module
+from asylo.provision_server.limits import LimitExceededError
 from asylo.provision_server.store import (
     ImageStore,
     StoredImage,
@@ -386,8 +387,9 @@ def test_bad_headers_are_refused(store: ImageStore, state_dir: Path, size: int, 
 def test_a_size_over_the_limit_is_refused_before_any_byte_is_sent(state_dir: Path, signing_key: Ed25519PrivateKey,
                                                                   primitives: bytes) -> None:
     store = ImageStore(state_dir, trusted_signers=[trusted_id(signing_key)], max_image_size=len(primitives) - 1)
-    with leaves_no_trace(state_dir), pytest.raises(ResourceExhaustedError) as info:
+    with leaves_no_trace(state_dir), pytest.raises(LimitExceededError) as info:
         store.begin_upload("primitives", len(primitives), sha256(primitives))
+    assert info.value.reason == "image_too_large"
     assert f"{len(primitives)} bytes" in info.value.message
     assert f"limit of {len(primitives) - 1} bytes" in info.value.message
 
@@ -463,8 +465,9 @@ def test_too_many_uploads_in_progress_are_refused(state_dir: Path, signing_key: 
     first = store.begin_upload("a", len(primitives), sha256(primitives))
     second = store.begin_upload("b", len(primitives), sha256(primitives))
 
-    with leaves_no_trace(state_dir), pytest.raises(ResourceExhaustedError, match="uploads are already in progress"):
+    with leaves_no_trace(state_dir), pytest.raises(LimitExceededError, match="uploads are already in progress") as info:
         store.begin_upload("c", len(primitives), sha256(primitives))
+    assert info.value.reason == "pending_uploads"
     first.abort()
     store.begin_upload("c", len(primitives), sha256(primitives)).abort()
     second.abort()
@@ -619,5 +622,71 @@ def test_a_full_disk_is_resource_exhaustion(store: ImageStore, state_dir: Path, 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", no_space)  # where commit makes the upload durable
-    with leaves_no_trace(state_dir), pytest.raises(ResourceExhaustedError, match="no space left"):
+    with leaves_no_trace(state_dir), pytest.raises(LimitExceededError, match="no space left") as info:
         upload(store, "primitives", primitives)
+    assert info.value.reason == "disk_full"
+
+
+# --- the store's quota and image count ----------------------------------------------------------------------------
+
+
+def test_the_quota_counts_stored_uploads_and_uploads_in_progress(state_dir: Path, signing_key: Ed25519PrivateKey,
+                                                                 primitives: bytes, quickstart: bytes) -> None:
+    quota = len(primitives) + len(quickstart) - 1  # room for either image, not both
+    store = ImageStore(state_dir, trusted_signers=[trusted_id(signing_key)], max_store_size=quota)
+    in_progress = store.begin_upload("first", len(primitives), sha256(primitives))
+    with leaves_no_trace(state_dir), pytest.raises(LimitExceededError, match=f"quota of {quota} bytes") as info:
+        store.begin_upload("second", len(quickstart), sha256(quickstart))  # the first one's partial counts
+    assert info.value.reason == "store_quota"
+    in_progress.write(primitives)
+    in_progress.commit()
+    assert store.uploaded_size == len(primitives)
+    with leaves_no_trace(state_dir), pytest.raises(LimitExceededError, match=f"quota of {quota} bytes"):
+        upload(store, "second", quickstart)  # and so does the stored image
+    # A refused upload, an aborted one: the reservation is given back.
+    store.begin_upload("again", len(primitives), sha256(primitives)).abort()
+    assert store.uploaded_size == len(primitives)
+
+
+def test_the_same_bytes_under_another_name_are_a_hard_link(state_dir: Path, signing_key: Ed25519PrivateKey,
+                                                           primitives: bytes) -> None:
+    store = ImageStore(state_dir, trusted_signers=[trusted_id(signing_key)], max_store_size=2 * len(primitives))
+    first = upload(store, "first", primitives)
+    second = upload(store, "second", primitives)
+    third = upload(store, "third", primitives)  # two copies would not have fit
+    assert first.path.stat().st_ino == second.path.stat().st_ino == third.path.stat().st_ino
+    assert first.path.stat().st_nlink == 3
+    assert store.uploaded_size == len(primitives)
+    assert store.find(name="third").measurement == first.measurement
+    # A reopened store counts the one file once too, and finds every name.
+    reopened = ImageStore(state_dir, trusted_signers=[trusted_id(signing_key)], max_store_size=2 * len(primitives))
+    assert reopened.uploaded_size == len(primitives)
+    assert [image.name for image in reopened.images()] == ["first", "second", "third"]
+
+
+def test_the_number_of_uploaded_images_is_limited(tmp_path: Path, state_dir: Path, signing_key: Ed25519PrivateKey,
+                                                  primitives: bytes, quickstart: bytes) -> None:
+    operator = tmp_path / "operator"
+    operator.mkdir()
+    (operator / "ops.aimg").write_bytes(quickstart)
+    store = ImageStore(state_dir, trusted_signers=[trusted_id(signing_key)], operator_dir=operator, max_images=2)
+    upload(store, "a", primitives)
+    pending = store.begin_upload("b", len(primitives), sha256(primitives))
+    with leaves_no_trace(state_dir), pytest.raises(LimitExceededError, match="limit of 2 uploaded images") as info:
+        store.begin_upload("c", len(primitives), sha256(primitives))  # "b" in progress counts
+    assert info.value.reason == "image_count"
+    pending.abort()
+    upload(store, "b", primitives)
+    # Names that add no image: one already stored, and the operator's (which do not count either).
+    assert upload(store, "a", primitives).name == "a"
+    assert upload(store, "ops", quickstart).path.parent == operator
+    with pytest.raises(LimitExceededError, match="limit of 2 uploaded images"):
+        upload(store, "c", primitives)
+
+
+def test_a_state_directory_others_can_write_to_is_refused(state_dir: Path, signing_key: Ed25519PrivateKey) -> None:
+    state_dir.mkdir()
+    state_dir.chmod(0o770)
+    with pytest.raises(FailedPreconditionError, match="nobody else can write"):
+        ImageStore(state_dir, trusted_signers=[trusted_id(signing_key)])
+    assert list(state_dir.iterdir()) == []

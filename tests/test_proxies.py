@@ -17,8 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import asylo
+from asylo.cli.proxy_command import proxy as proxy_command
+from asylo.identity import SimPlatformKey
+from asylo.image import load_image
 from asylo.provision_server.proxies import ProxyLauncher, ProxySettings, RunningProxy, kill_orphans
 from asylo.remote.child_process import ListeningChild
 from asylo.remote.provision import READY_PREFIX
@@ -38,8 +42,8 @@ def launchers() -> Iterator[Launchers]:
         launcher = ProxyLauncher(ProxySettings(**settings), warm=warm, pid_dir=pid_dir)  # type: ignore[arg-type]
         original = launcher.launch
 
-        def launch(image_path: Path, token: bytes) -> RunningProxy:
-            proxy = original(image_path, token)
+        def launch(image_path: Path, token: bytes, **expectations: bytes | None) -> RunningProxy:
+            proxy = original(image_path, token, **expectations)
             launched.append(proxy)
             return proxy
 
@@ -59,7 +63,8 @@ def connect(manager: asylo.EnclaveManager, image: Path, proxy: RunningProxy | in
     """Load the enclave through a proxy someone else started, as a provision server's client does."""
     port = proxy if isinstance(proxy, int) else proxy.port
     remote = asylo.RemoteLoadConfig(image, proxy=asylo.RemoteProxyClientConfig.defaults_with_provision(
-        asylo.DirectProvision(f"127.0.0.1:{port}", token)))
+        asylo.DirectProvision(f"127.0.0.1:{port}", token,
+                              trusted_platforms=[SimPlatformKey.load_or_create().fingerprint])))
     return manager.load_enclave(asylo.EnclaveLoadConfig(name, remote=remote,
                                                         exit_calls=exit_calls or asylo.ExitCallRegistry()))
 
@@ -166,6 +171,9 @@ def _standby_pids(pid_dir: Path) -> list[int]:
     (b'{"image": "/x", "token": "abcd"}', "at least 16 bytes"),
     (b'{"image": "/x", "token": "' + b"ab" * 32 + b'", "eval": "x"}', "unknown keys: eval"),
     (b"x" * (70 * 1024), "longer than 65536 bytes"),
+    (b'{"image": "/x", "token": "' + b"ab" * 32 + b'", "measurement": "zz"}', '"measurement" must be hexadecimal'),
+    (b'{"image": "/x", "token": "' + b"ab" * 32 + b'", "measurement": "abcd"}', "must be 32 bytes"),
+    (b'{"image": "/x", "token": "' + b"ab" * 32 + b'", "client_cert_sha256": 5}', "must be a hex string"),
 ])
 def test_a_bad_assignment_line_is_refused(line: bytes, why: str) -> None:
     child = standby_child()
@@ -177,6 +185,110 @@ def test_a_bad_assignment_line_is_refused(line: bytes, why: str) -> None:
     finally:
         child.release()
     assert child.process.returncode == 1
+
+
+@pytest.mark.parametrize("warm", [1, 0], ids=["warm", "cold"])
+def test_an_image_with_another_measurement_is_refused(launchers: Launchers, primitives_image_file: Path,
+                                                      quickstart_image: asylo.VerifiedImage, tmp_path: Path,
+                                                      warm: int) -> None:
+    """The launcher names the measurement it expects; a proxy that finds another image at the path (a valid,
+    signed one) refuses it before it serves anything, and is reaped."""
+    pid_dir = tmp_path / "pids"
+    launcher = launchers(warm=warm, pid_dir=pid_dir)
+    launcher.start()
+    if warm:
+        wait_warm(launcher, 1)
+    standby = set(_standby_pids(pid_dir))
+    expected = quickstart_image.measurement  # what the store checked; primitives is what is there now
+    with pytest.raises(asylo.EnclaveUnavailable, match=rf"(?s)exit code 1\); it said:.*not the expected "
+                                                         rf"{expected.hex()}"):
+        launcher.launch(primitives_image_file, os.urandom(32), measurement=expected)
+    assert all(gone(pid) for pid in standby)
+    if warm:
+        wait_warm(launcher, 1)  # replaced
+    else:
+        assert _standby_pids(pid_dir) == []
+    # The right expectation is met, warm or cold.
+    proxy = launcher.launch(primitives_image_file, os.urandom(32), measurement=load_image(primitives_image_file)
+                            .measurement)
+    assert not proxy.exited()
+
+
+FAKE_STANDBY = """#!/bin/sh
+# Stands in for `python -m asylo proxy --standby` and claims to have loaded an image it did not: it answers every
+# assignment with a measurement of zeros.
+echo "ASYLO-PROXY-READY port=9"
+read assignment
+echo "ASYLO-PROXY-ASSIGNED measurement=0000000000000000000000000000000000000000000000000000000000000000"
+exec cat >/dev/null
+"""
+
+
+def test_a_standby_that_reports_another_measurement_is_not_handed_out(tmp_path: Path,
+                                                                      primitives_image_file: Path) -> None:
+    """The launcher checks the measurement in the ASSIGNED line itself, not only the proxy's own check."""
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_STANDBY)
+    fake.chmod(0o700)
+    launcher = ProxyLauncher(ProxySettings(python=str(fake)), warm=1, pid_dir=tmp_path / "pids")
+    launcher.start()
+    try:
+        wait_warm(launcher, 1)
+        [liar] = _standby_pids(tmp_path / "pids")
+        expected = load_image(primitives_image_file).measurement
+        with pytest.raises(asylo.EnclaveUnavailable, match=f"loaded an image with measurement 0{{64}}, not the "
+                                                           f"expected {expected.hex()}"):
+            launcher.launch(primitives_image_file, os.urandom(32), measurement=expected)
+        assert gone(liar)
+    finally:
+        launcher.close()
+
+
+def test_pinning_a_client_certificate_needs_mutual_tls(launchers: Launchers, primitives_image_file: Path) -> None:
+    with pytest.raises(ValueError, match="mutual TLS"):
+        launchers().launch(primitives_image_file, os.urandom(32), client_cert_sha256=bytes(32))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--standby", "--expect-measurement", "ab" * 32], "takes none of"),
+    (["--image", "{image}", "--token-stdin", "--expect-measurement", "abcd"], "must be 32 bytes"),
+    (["--image", "{image}", "--token-stdin", "--client-cert-sha256", "xy" * 32], "must be hexadecimal"),
+    (["--image", "{image}", "--token-stdin", "--client-cert-sha256", "ab" * 32], "needs --tls-client-ca"),
+])
+def test_bad_expectations_are_usage_errors(primitives_image_file: Path, args: list[str], message: str) -> None:
+    argv = [arg.format(image=primitives_image_file) for arg in args]
+    result = CliRunner().invoke(proxy_command, argv, input="ab" * 32 + "\n")
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+CHATTY_CHILD = """
+import sys
+print("READY port=7", flush=True)
+for i in range(5000):
+    print("chatter", i)
+sys.stdout.flush()
+print("ANSWER", sys.stdin.readline().strip(), flush=True)
+for i in range(5000):
+    print("more chatter", i)
+sys.stdout.flush()
+sys.stdin.read()
+"""
+
+
+def test_a_child_that_keeps_printing_is_not_buffered_without_end() -> None:
+    """After the line the parent waited for, a child's output (an enclave printing all day) is logged, not kept;
+    a request still gets its answer."""
+    child = ListeningChild([sys.executable, "-c", CHATTY_CHILD], ready_prefix="READY port=", what="a chatty child",
+                           log=logging.getLogger("asylo.test"))
+    try:
+        assert child.start(b"", 30) == 7
+        assert child.request(b"hello", "ANSWER ", 30) == "hello"  # all of the first chatter has been read by now
+        assert child.held_lines == 0
+    finally:
+        child.release()
+    assert child.held_lines == 0  # nor the chatter after the answer, read to the end by now
+    assert child.process.returncode == 0
 
 
 def test_standby_exits_quietly_when_let_go_before_its_assignment() -> None:
@@ -359,18 +471,23 @@ time.sleep(60)
 """
 
 
-def _become_subreaper() -> None:
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    """This process adopts its orphaned descendants for the test, and only for it: later tests' orphans (a killed
+    provision server's proxies) must go to init, not become zombies of the test run."""
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_child_subreaper = 36
     if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
         pytest.skip("cannot become a child subreaper here")
+    yield
+    libc.prctl(pr_set_child_subreaper, 0, 0, 0, 0)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.usefixtures("subreaper")  # the orphaned proxy becomes our child: we see it exit and reap it
 def test_a_proxy_whose_parent_is_killed_exits_even_with_its_pipe_held_open() -> None:
     """The parent dies by SIGKILL while someone else (here: this test) still holds the write end of the proxy's
     standard input, so no end of file comes: the kernel's parent-death signal ends the proxy all the same."""
-    _become_subreaper()  # the orphaned proxy becomes our child: we see it exit and reap it
     read_end, write_end = os.pipe()
     parent = subprocess.Popen([sys.executable, "-c", PARENT_SCRIPT, str(read_end)], pass_fds=(read_end,),
                               stdout=subprocess.PIPE, text=True)
@@ -431,12 +548,12 @@ def test_warm_and_cold_provision_to_first_call(manager: asylo.EnclaveManager, la
     warm = launchers(warm=2)
     warm.start()
     warm_times = []
-    for index in range(20):
+    for index in range(10):
         wait_warm(warm, 2)  # a quiet machine for each measurement: no standby starting alongside
         warm_times.append(provision_to_first_call(warm, index))
     warm.close()
     cold = launchers(warm=0)
-    cold_times = [provision_to_first_call(cold, index) for index in range(5)]
+    cold_times = [provision_to_first_call(cold, index) for index in range(3)]
     print(f"\nprovision to first call: warm median {statistics.median(warm_times) * 1000:.1f} ms "
           f"(n={len(warm_times)}, min {min(warm_times) * 1000:.1f}, max {max(warm_times) * 1000:.1f}); "
           f"cold median {statistics.median(cold_times) * 1000:.1f} ms (n={len(cold_times)})")

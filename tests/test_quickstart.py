@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 import asylo
+from asylo.cli import quickstart as quickstart_module
 from asylo.cli.main import cli
 from asylo.cli.quickstart import demo_proto, quickstart_enclave_dir, run_quickstart
+from asylo.trusted.sealing import MAGIC
 
 ASYLO = [sys.executable, "-c", "from asylo.cli.main import main; main()"]
 
@@ -43,14 +47,29 @@ def test_quickstart_with_sim_backend_and_built_image(tmp_path: Path) -> None:
     assert re.fullmatch(rf"Encrypted message:\n[0-9a-f]{{{_expected_hex_length('clock')}}}\n", result.output)
 
 
-@pytest.mark.parametrize("args, message", [([], "Missing option '--message'"),
-                                           (["--message", ""], "--message must not be empty"),
-                                           (["--message", "x", "--backend", "nope"], "Invalid value for '--backend'"),
-                                           (["--message", "x", "--backend", "sim", "--tls"], "--tls applies to")])
-def test_quickstart_bad_arguments(args: list[str], message: str) -> None:
-    result = CliRunner().invoke(cli, ["quickstart", *args])
+FINGERPRINT = "ab" * 32
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give --message TEXT to encrypt, or --decrypt HEX"),
+    (["--message", ""], "--message must not be empty"),
+    (["--message", "x", "--backend", "nope"], "Invalid value for '--backend'"),
+    (["--message", "x", "--backend", "sim", "--tls"], "--tls applies to"),
+    (["--decrypt", "00" * 40], "--decrypt needs --key-store DIR"),
+    (["--message", "x", "--decrypt", "00" * 40, "--key-store", "{keys}"], "give --message TEXT to encrypt, or"),
+    (["--decrypt", "not hex", "--key-store", "{keys}"], "not hex"),
+    (["--decrypt", "", "--key-store", "{keys}"], "not hex"),
+    (["--message", "x", "--seal-policy", "signer"], "--seal-policy goes with --key-store"),
+    (["--message", "x", "--key-store", "{keys}", "--seal-policy", "owner"], "Invalid value for '--seal-policy'"),
+    (["--message", "x", "--backend", "sim", "--trust-platform", FINGERPRINT], "--trust-platform applies to"),
+    (["--message", "x", "--trust-platform", "nope"], "not a platform fingerprint"),
+])
+def test_quickstart_bad_arguments(args: list[str], message: str, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    result = CliRunner().invoke(cli, ["quickstart", *(arg.format(keys=keys) for arg in args)])
     assert result.exit_code == 2
     assert message in result.output
+    assert not keys.exists()  # refused before anything was made
 
 
 def test_quickstart_refuses_a_tampered_image(tmp_path: Path, quickstart_image: asylo.VerifiedImage) -> None:
@@ -117,3 +136,121 @@ def test_run_quickstart_api(quickstart_image: asylo.VerifiedImage, capsys: pytes
     assert capsys.readouterr().out == f"Encrypted message:\n{result.encrypted_hex}\n"
     assert result.measurement == quickstart_image.measurement
     assert manager.loaded_enclaves() == []
+
+
+# -- the key store: a sealed key that outlives the run --------------------------------------------------------------
+
+def _encrypted_hex(output: str) -> str:
+    match = re.fullmatch(r"Encrypted message:\n([0-9a-f]+)\n", output)
+    assert match, output
+    return match.group(1)
+
+
+def _modified_quickstart(tmp_path: Path, key: Path) -> Path:
+    """The quickstart enclave with one comment added (another measurement), built and signed with `key`."""
+    source = tmp_path / f"modified-source-{key.stem}"
+    shutil.copytree(quickstart_enclave_dir(), source, ignore=shutil.ignore_patterns("__pycache__"))
+    with (source / "demo_enclave.py").open("a") as code:
+        code.write("\n# a later build: same behaviour, another measurement\n")
+    image = tmp_path / f"modified-{key.stem}.aimg"
+    built = CliRunner().invoke(cli, ["build", str(source), "--key", str(key), "-o", str(image)])
+    assert built.exit_code == 0, built.output
+    return image
+
+
+@pytest.mark.parametrize("backend", ["sim", "remote"])
+def test_a_second_run_decrypts_what_the_first_encrypted(tmp_path: Path, backend: str) -> None:
+    keys = tmp_path / "keys"
+    common = ["--key-store", str(keys), "--backend", backend]
+    first = subprocess.run([*ASYLO, "quickstart", "--message", "Asylo Rocks", *common], capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert first.returncode == 0, first.stderr
+    ciphertext_hex = _encrypted_hex(first.stdout)
+    # The host holds only the sealed key and the signing key that makes every run the same enclave.
+    assert sorted(p.name for p in keys.iterdir()) == ["quickstart-key.sealed", "quickstart-signer.pem"]
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    for path in keys.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    sealed = (keys / "quickstart-key.sealed").read_bytes()
+    assert sealed.startswith(MAGIC)
+
+    second = subprocess.run([*ASYLO, "quickstart", "--decrypt", ciphertext_hex, *common], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == "Decrypted message:\nAsylo Rocks\n"
+    assert (keys / "quickstart-key.sealed").read_bytes() == sealed  # unsealed, not replaced
+
+    # A run with a fresh key (no key store) made this one: the stored key cannot decrypt it.
+    fresh = subprocess.run([*ASYLO, "quickstart", "--message", "Asylo Rocks", "--backend", backend],
+                           capture_output=True, text=True, timeout=60, check=False)
+    refused = subprocess.run([*ASYLO, "quickstart", "--decrypt", _encrypted_hex(fresh.stdout), *common],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 1
+    assert "INVALID_ARGUMENT: ciphertext was not made by this enclave" in refused.stderr
+
+
+def test_another_measurement_cannot_unseal_the_stored_key(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    runner = CliRunner()
+    first = runner.invoke(cli, ["quickstart", "--message", "secret", "--key-store", str(keys), "--backend", "sim"])
+    assert first.exit_code == 0, first.output
+    ciphertext_hex = _encrypted_hex(first.output)
+    # Same signer, one more comment in the code: another measurement, and the key was sealed for the first only.
+    other = _modified_quickstart(tmp_path, keys / "quickstart-signer.pem")
+    result = runner.invoke(cli, ["quickstart", "--decrypt", ciphertext_hex, "--key-store", str(keys),
+                                 "--backend", "sim", "--image", str(other)])
+    assert result.exit_code == 1
+    assert "error: PERMISSION_DENIED: cannot unseal the quickstart key in the host's key store" in result.output
+    assert "sealed (measurement policy) for measurement" in result.output
+    assert "Decrypted message" not in result.output
+    # The image built from the key store's signer is still the enclave that can.
+    again = runner.invoke(cli, ["quickstart", "--decrypt", ciphertext_hex, "--key-store", str(keys),
+                                "--backend", "sim"])
+    assert again.output == "Decrypted message:\nsecret\n"
+
+
+def test_the_signer_policy_lets_the_signers_next_build_decrypt(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    runner = CliRunner()
+    first = runner.invoke(cli, ["quickstart", "--message", "for every build", "--key-store", str(keys),
+                                "--seal-policy", "signer", "--backend", "sim"])
+    assert first.exit_code == 0, first.output
+    ciphertext_hex = _encrypted_hex(first.output)
+    next_build = _modified_quickstart(tmp_path, keys / "quickstart-signer.pem")
+    result = runner.invoke(cli, ["quickstart", "--decrypt", ciphertext_hex, "--key-store", str(keys),
+                                 "--backend", "sim", "--image", str(next_build)])
+    assert result.output == "Decrypted message:\nfor every build\n"
+
+    other_key = tmp_path / "someone-else.pem"
+    assert runner.invoke(cli, ["keygen", "-o", str(other_key)]).exit_code == 0
+    someone_elses = _modified_quickstart(tmp_path, other_key)
+    refused = runner.invoke(cli, ["quickstart", "--decrypt", ciphertext_hex, "--key-store", str(keys),
+                                  "--backend", "sim", "--image", str(someone_elses)])
+    assert refused.exit_code == 1
+    assert "PERMISSION_DENIED" in refused.output
+    assert "sealed (signer policy) for signer" in refused.output
+
+
+def test_a_key_store_others_can_write_to_is_refused(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    keys.chmod(0o777)
+    result = CliRunner().invoke(cli, ["quickstart", "--message", "x", "--key-store", str(keys), "--backend", "sim"])
+    assert result.exit_code == 1
+    assert "nobody else can write" in result.output
+    assert list(keys.iterdir()) == []
+
+
+def test_trust_platform_reaches_the_proxy_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[asylo.SimLoadConfig | asylo.RemoteLoadConfig] = []
+
+    def record(message: str, config: asylo.SimLoadConfig | asylo.RemoteLoadConfig, **_: object) -> None:
+        seen.append(config)
+
+    monkeypatch.setattr(quickstart_module, "run_quickstart", record)
+    result = CliRunner().invoke(cli, ["quickstart", "--message", "x", "--trust-platform", FINGERPRINT.upper(),
+                                      "--trust-platform", "cd" * 32])
+    assert result.exit_code == 0, result.output
+    [config] = seen
+    assert isinstance(config, asylo.RemoteLoadConfig)
+    assert config.proxy.trusted_platforms == (FINGERPRINT, "cd" * 32)

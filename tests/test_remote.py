@@ -306,16 +306,16 @@ def manual_proxy(primitives_image_file: Path) -> Callable[..., tuple[subprocess.
 
 
 def test_wrong_token_is_permission_denied(manager: asylo.EnclaveManager, primitives_image_file: Path,
-                                          manual_proxy: Callable[..., tuple[subprocess.Popen[str], int, bytes]]
-                                          ) -> None:
+                                          manual_proxy: Callable[..., tuple[subprocess.Popen[str], int, bytes]],
+                                          local_platform: str) -> None:
     proxy, port, token = manual_proxy()
     wrong = asylo.RemoteLoadConfig(primitives_image_file, asylo.RemoteProxyClientConfig(
-        asylo.DirectProvision(f"127.0.0.1:{port}", bytes(32))))
+        asylo.DirectProvision(f"127.0.0.1:{port}", bytes(32), trusted_platforms=[local_platform])))
     with pytest.raises(asylo.PermissionDeniedError, match="wrong session token"):
         manager.load_enclave(asylo.EnclaveLoadConfig("intruder", remote=wrong))
     # The proxy still waits for its real host.
     right = asylo.RemoteLoadConfig(primitives_image_file, asylo.RemoteProxyClientConfig(
-        asylo.DirectProvision(f"127.0.0.1:{port}", token)))
+        asylo.DirectProvision(f"127.0.0.1:{port}", token, trusted_platforms=[local_platform])))
     client = manager.load_enclave(asylo.EnclaveLoadConfig("owner", remote=right))
     assert client.call("echo", b"mine") == b"mine"
     manager.destroy_enclave(client)

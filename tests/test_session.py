@@ -241,20 +241,21 @@ def assert_violation(session: Session, events: list[Event], code: StatusCode, *w
 
 # -- handshake -------------------------------------------------------------------------------------------------------
 
-def test_handshake_round_trips_the_token_the_load_config_and_the_identity() -> None:
+def test_unattested_hello_and_welcome_round_trip_the_token_the_load_config_and_the_identity() -> None:
     host, enclave = Session(Role.HOST), Session(Role.ENCLAVE)
     assert (host.state, enclave.state) == (SessionState.IDLE, SessionState.AWAITING_HELLO)
 
-    hello = host.send_hello(b"\x00one-time token\xff", LOAD_CONFIG, handshake=b"host share")
+    hello = host.send_hello(b"\x00one-time token\xff", LOAD_CONFIG)
     assert host.state is SessionState.AWAITING_WELCOME
     [event] = enclave.receive(hello)
-    assert event == HelloReceived(PROTOCOL_VERSION, b"\x00one-time token\xff", LOAD_CONFIG, b"host share")
+    assert event == HelloReceived(PROTOCOL_VERSION, b"\x00one-time token\xff", LOAD_CONFIG, b"")
     assert isinstance(event, HelloReceived) and event.load_config.config.data == b"\x00config\xff"
     assert enclave.state is SessionState.HELLO_RECEIVED
 
-    welcome = enclave.send_welcome(MEASUREMENT, SIGNER, "démo", handshake=b"evidence")
+    welcome = enclave.send_welcome(MEASUREMENT, SIGNER, "démo")
     assert enclave.state is SessionState.OPEN
-    assert host.receive(welcome) == [WelcomeReceived(PROTOCOL_VERSION, MEASUREMENT, SIGNER, "démo", b"evidence")]
+    assert host.receive(welcome) == [WelcomeReceived(PROTOCOL_VERSION, MEASUREMENT, SIGNER, "démo", b"")]
+    assert not host.encrypted and not enclave.encrypted  # no handshake offered: the measurement-only mode
     assert host.is_open and enclave.is_open
 
 

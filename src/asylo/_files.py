@@ -1,4 +1,5 @@
-"""Small file helpers shared by the modules that write keys and read PEM files: exact modes, bounded reads."""
+"""Small file helpers shared by the modules that write keys, read PEM files and keep private state: exact modes,
+bounded reads, private directories."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from asylo.status import AsyloError
+from asylo.status import AsyloError, FailedPreconditionError
 
 
 def write_new_file(path: Path, data: bytes, mode: int) -> None:
@@ -40,3 +41,35 @@ def read_bounded(path: str | os.PathLike[str], limit: int, what: str, error: typ
     if len(data) > limit:
         raise error(f"{file}: not a {what} file (larger than {limit} bytes)")
     return file, data
+
+
+def private_directory(path: Path, what: str, *, parents: bool = False) -> Path:
+    """Create `path` if it is missing and make it exactly 0700; return it. `what` (say "the image store") names the
+    user of the directory in errors, which are FailedPreconditionError.
+
+    Refused rather than repaired: a symbolic link or anything but a directory in its place (O_NOFOLLOW: a link
+    would send our writes outside the state directory), a directory of another user's, and one that others could
+    write to — whatever they planted there (a pid record we would kill, a file we would serve) cannot be trusted.
+    A directory that others could only read is tightened: nothing in it is theirs.
+    """
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FailedPreconditionError(f"{path}: not a directory {what} can use: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)  # of the directory opened, not of whatever the name points to by now
+        if info.st_uid != os.getuid():
+            raise FailedPreconditionError(f"{path}: {what} needs a directory of its own user's, not of uid "
+                                          f"{info.st_uid}")
+        if info.st_mode & 0o022:
+            raise FailedPreconditionError(f"{path} must be a directory of this user's that nobody else can write "
+                                          f"to (mode 0700); {what} does not use one that others could have written "
+                                          f"into")
+        os.fchmod(fd, 0o700)  # mkdir's mode passes through the umask, and an existing directory may be wider
+    finally:
+        os.close(fd)
+    return path

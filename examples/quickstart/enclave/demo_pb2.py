@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from asylo.proto import enclave_pb2 as asylo_dot_proto_dot_enclave__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\ndemo.proto\x12\x10\x61sylo.quickstart\x1a\x19\x61sylo/proto/enclave.proto\"u\n\x04\x44\x65mo\x12\r\n\x05value\x18\x01 \x01(\t\x12-\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1d.asylo.quickstart.Demo.Action\"/\n\x06\x41\x63tion\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07\x45NCRYPT\x10\x01\x12\x0b\n\x07\x44\x45\x43RYPT\x10\x02:F\n\x10quickstart_input\x12\x13.asylo.EnclaveInput\x18\xa9\x46 \x01(\x0b\x32\x16.asylo.quickstart.Demo:H\n\x11quickstart_output\x12\x14.asylo.EnclaveOutput\x18\xa9\x46 \x01(\x0b\x32\x16.asylo.quickstart.Demo')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\ndemo.proto\x12\x10\x61sylo.quickstart\x1a\x19\x61sylo/proto/enclave.proto\"u\n\x04\x44\x65mo\x12\r\n\x05value\x18\x01 \x01(\t\x12-\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1d.asylo.quickstart.Demo.Action\"/\n\x06\x41\x63tion\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0b\n\x07\x45NCRYPT\x10\x01\x12\x0b\n\x07\x44\x45\x43RYPT\x10\x02\"\x9b\x01\n\x10QuickstartConfig\x12@\n\nkey_policy\x18\x01 \x01(\x0e\x32,.asylo.quickstart.QuickstartConfig.KeyPolicy\"E\n\tKeyPolicy\x12\r\n\tEPHEMERAL\x10\x00\x12\x16\n\x12SEALED_MEASUREMENT\x10\x01\x12\x11\n\rSEALED_SIGNER\x10\x02:F\n\x10quickstart_input\x12\x13.asylo.EnclaveInput\x18\xa9\x46 \x01(\x0b\x32\x16.asylo.quickstart.Demo:H\n\x11quickstart_output\x12\x14.asylo.EnclaveOutput\x18\xa9\x46 \x01(\x0b\x32\x16.asylo.quickstart.Demo:T\n\x11quickstart_config\x12\x14.asylo.EnclaveConfig\x18\xa9\x46 \x01(\x0b\x32\".asylo.quickstart.QuickstartConfig')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,4 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEMO']._serialized_end=176
   _globals['_DEMO_ACTION']._serialized_start=129
   _globals['_DEMO_ACTION']._serialized_end=176
+  _globals['_QUICKSTARTCONFIG']._serialized_start=179
+  _globals['_QUICKSTARTCONFIG']._serialized_end=334
+  _globals['_QUICKSTARTCONFIG_KEYPOLICY']._serialized_start=265
+  _globals['_QUICKSTARTCONFIG_KEYPOLICY']._serialized_end=334
 # @@protoc_insertion_point(module_scope)

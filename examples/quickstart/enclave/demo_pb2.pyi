@@ -9,6 +9,8 @@ QUICKSTART_INPUT_FIELD_NUMBER: _ClassVar[int]
 quickstart_input: _descriptor.FieldDescriptor
 QUICKSTART_OUTPUT_FIELD_NUMBER: _ClassVar[int]
 quickstart_output: _descriptor.FieldDescriptor
+QUICKSTART_CONFIG_FIELD_NUMBER: _ClassVar[int]
+quickstart_config: _descriptor.FieldDescriptor
 
 class Demo(_message.Message):
     __slots__ = ("value", "action")
@@ -25,3 +27,17 @@ class Demo(_message.Message):
     value: str
     action: Demo.Action
     def __init__(self, value: _Optional[str] = ..., action: _Optional[_Union[Demo.Action, str]] = ...) -> None: ...
+
+class QuickstartConfig(_message.Message):
+    __slots__ = ("key_policy",)
+    class KeyPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        EPHEMERAL: _ClassVar[QuickstartConfig.KeyPolicy]
+        SEALED_MEASUREMENT: _ClassVar[QuickstartConfig.KeyPolicy]
+        SEALED_SIGNER: _ClassVar[QuickstartConfig.KeyPolicy]
+    EPHEMERAL: QuickstartConfig.KeyPolicy
+    SEALED_MEASUREMENT: QuickstartConfig.KeyPolicy
+    SEALED_SIGNER: QuickstartConfig.KeyPolicy
+    KEY_POLICY_FIELD_NUMBER: _ClassVar[int]
+    key_policy: QuickstartConfig.KeyPolicy
+    def __init__(self, key_policy: _Optional[_Union[QuickstartConfig.KeyPolicy, str]] = ...) -> None: ...

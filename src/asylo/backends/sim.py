@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from asylo.backends.image_modules import ImageModules
+from asylo.identity import Platform
 from asylo.image import VerifiedImage
 from asylo.primitives import selectors
 from asylo.primitives.interfaces import EnclaveRuntime, ExitCallPort, RuntimeFactory
@@ -34,8 +35,9 @@ from asylo.status import AbortedError, AsyloError, FailedPreconditionError, Inte
 _log = logging.getLogger(__name__)
 
 
-def start_runtime(image: VerifiedImage, modules: ImageModules, host: ExitCallPort) -> EnclaveRuntime:
-    """Import the image's entry point and start its runtime with `host` as the exit-call port."""
+def start_runtime(image: VerifiedImage, modules: ImageModules, host: ExitCallPort,
+                  platform: Platform | None = None) -> EnclaveRuntime:
+    """Import the image's entry point and start its runtime with `host` as the exit-call port, on `platform`."""
     try:
         entry_class = modules.load_attribute(image.manifest.entry_point)
     except AsyloError:
@@ -48,7 +50,7 @@ def start_runtime(image: VerifiedImage, modules: ImageModules, host: ExitCallPor
     if not isinstance(entry_class, type) or factory is None or not callable(factory):
         raise InvalidArgumentError(f"entry point {image.manifest.entry_point!r} is not a TrustedApplication "
                                    f"subclass")
-    return factory(host)
+    return factory(host, platform)
 
 
 def check_debug(image: VerifiedImage, debug: bool) -> None:
@@ -64,7 +66,8 @@ class HostedEnclave:
     """
 
     def __init__(self, name: str, image: VerifiedImage, send: Send, *, debug: bool = False,
-                 max_threads: int = DEFAULT_MAX_THREADS, on_abort: Callable[[str], None] | None = None) -> None:
+                 max_threads: int = DEFAULT_MAX_THREADS, on_abort: Callable[[str], None] | None = None,
+                 platform: Platform | None = None) -> None:
         check_debug(image, debug)
         self.name = name
         self.image = image
@@ -77,7 +80,7 @@ class HostedEnclave:
         self._closed = False
         self._lock = threading.Lock()
         try:
-            self._runtime = start_runtime(image, self._modules, self._threads)
+            self._runtime = start_runtime(image, self._modules, self._threads, platform)
         except BaseException:
             self.close("the enclave failed to load")
             raise
@@ -148,15 +151,19 @@ class HostedEnclave:
 
 
 class SimEnclave:
-    """One enclave loaded in-process (a `LoadedEnclave`): a HostedEnclave wired directly to the host's threads."""
+    """One enclave loaded in-process (a `LoadedEnclave`): a HostedEnclave wired directly to the host's threads.
+
+    `platform` is what the enclave's sealing (and identity) run on; SimLoadConfig gives it this machine's
+    simulated platform. None: an enclave that cannot seal.
+    """
 
     def __init__(self, name: str, image: VerifiedImage, exit_handler: Handler, *, debug: bool = False,
-                 max_threads: int = DEFAULT_MAX_THREADS) -> None:
+                 max_threads: int = DEFAULT_MAX_THREADS, platform: Platform | None = None) -> None:
         self._name = name
         self._image = image
         self._host = HostThreads(self._to_enclave, exit_handler)
         self._hosted = HostedEnclave(name, image, self._to_host, debug=debug, max_threads=max_threads,
-                                     on_abort=self._host.close)
+                                     on_abort=self._host.close, platform=platform)
 
     @property
     def name(self) -> str:

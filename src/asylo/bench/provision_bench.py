@@ -78,7 +78,10 @@ class _Server:
         self.child = ListeningChild(args, ready_prefix=_READY_PREFIX, what="the provision server", log=_log)
         try:
             self.port = self.child.start(b"", 60)
-            self.metrics_port = int(self.child.ready_line.rpartition("metrics_port=")[2])
+            # The rest of the ready line: "platform=<fingerprint> metrics_port=<port>".
+            fields = dict(item.split("=", 1) for item in self.child.ready_line.split()[1:])
+            self.metrics_port = int(fields["metrics_port"])
+            self.platform = fields["platform"]
         except BaseException:
             self.child.release()
             raise
@@ -102,8 +105,9 @@ class _Server:
         manager = asylo.EnclaveManager()
         try:
             provision = asylo.RemoteProvision.instantiate(f"127.0.0.1:{self.port}")
+            proxy = asylo.RemoteProxyClientConfig(provision, trusted_platforms=(self.platform,))
             config = asylo.EnclaveLoadConfig(ENCLAVE_NAME, remote=asylo.RemoteLoadConfig(
-                image, proxy=asylo.RemoteProxyClientConfig.defaults_with_provision(provision), debug=True))
+                image, proxy=proxy, debug=True))
             began = time.perf_counter()
             client = manager.load_enclave(config)
             answer = client.enter(ECHO, [b"first"])

@@ -41,13 +41,17 @@ def _host_echo(extents: list[bytes]) -> Sequence[bytes]:
 class RemoteBench:
     """One remote benchmark enclave and the measurements made through it."""
 
-    def __init__(self, image_path: Path) -> None:
+    def __init__(self, image_path: Path, *, attestation: bool = True) -> None:
+        """`attestation` False: the same session without the attested handshake and record encryption, only to
+        measure what they cost."""
         exit_calls = asylo.ExitCallRegistry()
         exit_calls.register_selector(HOST_ECHO, _host_echo)
         self._manager = asylo.EnclaveManager()
+        proxy = asylo.RemoteProxyClientConfig(asylo.LocalProvision(), attestation=attestation)
         try:
             self.client = self._manager.load_enclave(asylo.EnclaveLoadConfig(
-                ENCLAVE_NAME, remote=asylo.RemoteLoadConfig(image_path, debug=True), exit_calls=exit_calls))
+                ENCLAVE_NAME, remote=asylo.RemoteLoadConfig(image_path, proxy=proxy, debug=True),
+                exit_calls=exit_calls))
         except BaseException:
             self._manager.shutdown()
             raise

@@ -21,6 +21,7 @@ import grpc
 
 import asylo
 from asylo.bench.gang import Gang
+from asylo.bench.handshake_timing import handshake_times
 from asylo.bench.raw_client import RawEchoClient, RawServerProcess
 from asylo.bench.remote_side import RemoteBench, bench_image
 from asylo.bench.report import SCHEMA, Row, targets_met
@@ -34,6 +35,7 @@ CALL_TARGET = 1.25
 EXIT_TARGET = 1.25
 THREADS_TARGET = 0.8
 BULK_TARGET = 0.8
+ENCRYPTION_TARGET = 1.05
 
 Progress = Callable[[str], None]
 
@@ -131,6 +133,10 @@ def run_bench(settings: BenchSettings | None = None, progress: Progress | None =
         stack.callback(remote.close)
         gang = stack.enter_context(Gang(settings.threads, "asylo-bench-thread"))
         rows = _measure(settings, raw, remote, gang, say)
+        say("loading it again without attestation and record encryption (for the comparison only)")
+        plain = RemoteBench(image_path, attestation=False)
+        stack.callback(plain.close)
+        rows += _measure_encryption(settings, raw, remote, plain, say)
     return BenchResult(settings, rows, started, time.perf_counter() - began, environment())
 
 
@@ -227,6 +233,40 @@ def _measure_threads(settings: BenchSettings, raw: RawEchoClient, remote: Remote
             one_round)
     return Row("threads", f"{gang.size} threads, {size_label(size)} calls", base, mine, sync, THREADS_TARGET,
                baseline_note=f"{gang.size} raw streams (raw sync: {gang.size} threads, one stream each)")
+
+
+def _measure_encryption(settings: BenchSettings, raw: RawEchoClient, attested: RemoteBench, plain: RemoteBench,
+                        say: Progress) -> list[Row]:
+    """What the attested, end-to-end encrypted session costs: the same calls over a session without the handshake
+    and the record layer; and the handshake itself (both sides' work, in this process)."""
+    rows: list[Row] = []
+    for size, calls in ((min(settings.sizes), settings.calls[0]), (max(settings.sizes), settings.calls[-1])):
+        without, with_records = Series(LATENCY_UNIT), Series(LATENCY_UNIT)
+
+        def warm_up(size: int = size, calls: int = calls) -> None:
+            plain.echo(size, max(1, calls // 10))
+            attested.echo(size, max(1, calls // 10))
+
+        def one_round(size: int = size, calls: int = calls, without: Series = without,
+                      with_records: Series = with_records) -> None:
+            without.add_latencies(plain.echo(size, calls))
+            with_records.add_latencies(attested.echo(size, calls))
+
+        _rounds(settings, say, f"encrypted vs unencrypted session, {size_label(size)}", warm_up, one_round)
+        label = size_label(size)
+        rows.append(Row(f"encrypted_call_{size}", f"encrypted call {label} (vs no records)", without, with_records,
+                        target=ENCRYPTION_TARGET if size == min(settings.sizes) else None,
+                        baseline_note="the same call, session without attestation and record encryption"))
+    handshakes, pingpongs = Series(LATENCY_UNIT), Series(LATENCY_UNIT)
+
+    def handshake_round() -> None:
+        handshakes.add_latencies(handshake_times(max(10, settings.calls[0] // 20)))
+        pingpongs.add_latencies(raw.pingpong_in_loop(min(settings.sizes), max(10, settings.calls[0] // 20)))
+
+    _rounds(settings, say, "attested handshake", lambda: None, handshake_round)
+    rows.append(Row("handshake", "attested handshake (host + enclave CPU)", pingpongs, handshakes,
+                    baseline_note="one raw ping-pong, for scale"))
+    return rows
 
 
 def _measure_bulk(settings: BenchSettings, raw: RawEchoClient, remote: RemoteBench, say: Progress) -> list[Row]:

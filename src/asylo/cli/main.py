@@ -14,6 +14,7 @@ from asylo import __version__
 from asylo.cli.bench_command import bench
 from asylo.cli.devca_command import dev_ca
 from asylo.cli.image_commands import build, inspect, keygen
+from asylo.cli.platform_command import platform
 from asylo.cli.provision_command import provision
 from asylo.cli.provision_server_command import provision_server
 from asylo.cli.proxy_command import proxy
@@ -41,6 +42,7 @@ cli.add_command(dev_ca)
 cli.add_command(bench)
 cli.add_command(provision_server)
 cli.add_command(provision)
+cli.add_command(platform)
 
 
 def main() -> None:

@@ -5,13 +5,32 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from asylo.identity import SimPlatformKey
+from asylo.image.measurement import MEASUREMENT_SIZE
 from asylo.remote.credentials import ServerCredentials
-from asylo.remote.proxy_process import AssignmentError, read_token, run_proxy, run_standby_proxy
+from asylo.remote.provision_api import CERTIFICATE_SHA256_SIZE
+from asylo.remote.proxy_process import AssignmentError, parse_hex_digest, read_token, run_proxy, run_standby_proxy
 from asylo.status import AsyloError
+
+
+def _hex_digest(size: int) -> Callable[[click.Context, click.Parameter, str | None], bytes | None]:
+    """A click callback reading `size` bytes given as hex digits (a measurement, a certificate fingerprint); a usage
+    error says what is wrong."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> bytes | None:
+        if value is None:
+            return None
+        try:
+            return parse_hex_digest(value, size, "the value")
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+    return convert
 
 
 @click.command()
@@ -19,9 +38,10 @@ from asylo.status import AsyloError
               help="The enclave image to host (verified before anything else). Required unless --standby.")
 @click.option("--standby", is_flag=True,
               help="Start without an enclave: listen and print the READY line, then read the assignment, one line "
-                   'of JSON {"image": PATH, "token": HEX}, from standard input; load the image and print '
-                   "`ASYLO-PROXY-ASSIGNED measurement=HEX`. Implies --exit-with-parent. For provision servers, "
-                   "which keep proxies started ahead of their requests.")
+                   'of JSON {"image": PATH, "token": HEX} (optionally with "measurement": HEX and '
+                   '"client_cert_sha256": HEX, as the options of those names), from standard input; load the image '
+                   "and print `ASYLO-PROXY-ASSIGNED measurement=HEX`. Implies --exit-with-parent. For provision "
+                   "servers, which keep proxies started ahead of their requests.")
 @click.option("--listen", default="127.0.0.1:0", show_default=True,
               help="host:port to listen on; port 0 picks a free one. Non-loopback addresses need --tls-cert.")
 @click.option("--token-stdin", is_flag=True, help="Read the session token (hex) from the first line of standard "
@@ -42,9 +62,20 @@ from asylo.status import AsyloError
               help="The certificate's private key (PEM).")
 @click.option("--tls-client-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Require client certificates signed by this CA (mutual TLS).")
+@click.option("--expect-measurement", callback=_hex_digest(MEASUREMENT_SIZE), metavar="HEX",
+              help="Refuse (exit 1) to host the image unless it has this measurement: the image a provision server "
+                   "checked, in case the file was replaced since.")
+@click.option("--client-cert-sha256", callback=_hex_digest(CERTIFICATE_SHA256_SIZE), metavar="HEX",
+              help="Serve only the host whose TLS client certificate has this SHA-256 fingerprint (of its DER "
+                   "encoding); other hosts get PERMISSION_DENIED. Needs --tls-client-ca.")
+@click.option("--platform-state", type=click.Path(file_okay=False, path_type=Path),
+              help="The simulated platform's state directory, whose key attests the enclave to the host and "
+                   "derives its sealing keys (default: $ASYLO_SIM_PLATFORM_DIR, else "
+                   "$XDG_STATE_HOME/asylo/sim-platform; `asylo platform show` prints its fingerprint).")
 def proxy(image_path: Path | None, standby: bool, listen: str, token_stdin: bool, token_file: Path | None,
           exit_with_parent: bool, hello_timeout: float, idle_timeout: float | None, tls_cert: Path | None,
-          tls_key: Path | None, tls_client_ca: Path | None) -> None:
+          tls_key: Path | None, tls_client_ca: Path | None, expect_measurement: bytes | None,
+          client_cert_sha256: bytes | None, platform_state: Path | None) -> None:
     """Host one enclave for one host session, then exit.
 
     Prints `ASYLO-PROXY-READY port=N` on standard output once it listens. The host connects with the session
@@ -53,15 +84,20 @@ def proxy(image_path: Path | None, standby: bool, listen: str, token_stdin: bool
     if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]\s]+):\d{1,5}", listen):
         raise click.UsageError(f"--listen takes host:port (port 0 picks one), got {listen!r}")
     if standby:
-        if image_path is not None or token_stdin or token_file is not None:
-            raise click.UsageError("--standby gets its image and token from its assignment: it takes none of "
-                                   "--image, --token-stdin and --token-file")
+        if (image_path is not None or token_stdin or token_file is not None or expect_measurement is not None
+                or client_cert_sha256 is not None):
+            raise click.UsageError("--standby gets its image, token and expectations from its assignment: it takes "
+                                   "none of --image, --token-stdin, --token-file, --expect-measurement and "
+                                   "--client-cert-sha256")
     elif image_path is None:
         raise click.UsageError("give --image (or --standby)")
     elif token_stdin == (token_file is not None):
         raise click.UsageError("give exactly one of --token-stdin and --token-file")
     if (tls_cert is None) != (tls_key is None) or (tls_client_ca is not None and tls_cert is None):
         raise click.UsageError("--tls-cert and --tls-key go together, and --tls-client-ca needs them")
+    if client_cert_sha256 is not None and tls_client_ca is None:
+        raise click.UsageError("--client-cert-sha256 needs --tls-client-ca: without mutual TLS no client presents "
+                               "a certificate")
     token = b""
     if not standby:
         try:
@@ -73,15 +109,17 @@ def proxy(image_path: Path | None, standby: bool, listen: str, token_stdin: bool
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
     try:
+        platform_key = SimPlatformKey.load_or_create(platform_state)
         credentials = (ServerCredentials.tls(tls_cert, tls_key, client_ca_file=tls_client_ca)
                        if tls_cert is not None and tls_key is not None else ServerCredentials.insecure_loopback())
         if standby:
             code = asyncio.run(run_standby_proxy(listen=listen, credentials=credentials, hello_timeout=hello_timeout,
-                                                 idle_timeout=idle_timeout))
+                                                 idle_timeout=idle_timeout, platform_key=platform_key))
         else:
             code = asyncio.run(run_proxy(str(image_path), token, listen=listen, credentials=credentials,
                                          hello_timeout=hello_timeout, exit_with_parent=exit_with_parent,
-                                         idle_timeout=idle_timeout))
+                                         idle_timeout=idle_timeout, expect_measurement=expect_measurement,
+                                         client_cert_sha256=client_cert_sha256, platform_key=platform_key))
     except AssignmentError as exc:
         click.echo(f"error: the assignment was refused: {exc}", err=True)
         sys.exit(1)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from asylo.backends.base import LoadedEnclave
 from asylo.backends.sim import SimEnclave
 from asylo.host.exit_calls import ExitCallRegistry
+from asylo.identity import EnclaveIdentity, SimPlatformKey
 from asylo.image import VerifiedImage, load_image
 from asylo.primitives.matching import DEFAULT_MAX_THREADS, Handler
 from asylo.proto.enclave_pb2 import EnclaveConfig
@@ -36,16 +38,25 @@ def _image(source: ImageSource) -> VerifiedImage:
 class SimLoadConfig:
     """Load the enclave in this process (the `sim` backend): development and tests, no isolation.
 
-    `image` is an image file (or an already verified image); `debug` must be set to load a debug enclave.
+    `image` is an image file (or an already verified image); `debug` must be set to load a debug enclave. The
+    enclave runs on this machine's SIMULATED platform, the same one a local proxy uses, so what an enclave seals
+    here a remote run of the same enclave on this machine can unseal, and the other way round.
     """
 
     image: ImageSource
     debug: bool = False
     #: Host threads the enclave serves at once, each on its own worker thread.
     max_threads: int = DEFAULT_MAX_THREADS
+    #: The simulated platform's state directory (its key, created on first use); None: the default,
+    #: $ASYLO_SIM_PLATFORM_DIR or ~/.local/state/asylo/sim-platform (`asylo platform show` prints it).
+    platform_state: str | os.PathLike[str] | None = None
 
     def open(self, name: str, exit_handler: Handler) -> LoadedEnclave:
-        return SimEnclave(name, _image(self.image), exit_handler, debug=self.debug, max_threads=self.max_threads)
+        image = _image(self.image)
+        state = None if self.platform_state is None else Path(self.platform_state)
+        platform = SimPlatformKey.load_or_create(state).platform(EnclaveIdentity.from_image(image))
+        return SimEnclave(name, image, exit_handler, debug=self.debug, max_threads=self.max_threads,
+                          platform=platform)
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,29 @@
 """The host's exit-call registry: the handlers an enclave reaches with host calls.
 
-Built in: log (into this process's `logging`), write to standard output, and the host's time. Applications add named
-handlers (`registry.register("name", fn)`, reached from the enclave with `self.host.call("name", *args)`) and raw
-selector handlers. A handler that raises sends its error back into the enclave as a status; it never crashes the
-host, and an enclave asking for a handler that does not exist gets NOT_FOUND.
+Built in: log (into this process's `logging`), write to standard output, the host's time, and the sealed-blob store
+(`ExitCallRegistry(key_store=DIR)`: `self.host.store_sealed` / `load_sealed` in the enclave keep sealed blobs in
+DIR; without a store those calls fail with FAILED_PRECONDITION). Applications add named handlers
+(`registry.register("name", fn)`, reached from the enclave with `self.host.call("name", *args)`) and raw selector
+handlers. A handler that raises sends its error back into the enclave as a status; it never crashes the host, and
+an enclave asking for a handler that does not exist gets NOT_FOUND.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import overload
 
+from asylo.host.sealed_store import SealedBlobStore
 from asylo.primitives import selectors
 from asylo.primitives.extents import MessageReader, MessageWriter, as_extents
 from asylo.primitives.matching import Handler
 from asylo.primitives.named import MAX_CALL_NAME, call_name_bytes, named_call_result
-from asylo.status import InvalidArgumentError, NotFoundError
+from asylo.status import FailedPreconditionError, InvalidArgumentError, NotFoundError
 
 #: A named handler: takes the bytes arguments the enclave passed, returns bytes (or None for b"").
 NamedHandler = Callable[..., bytes | bytearray | memoryview | None]
@@ -33,10 +37,14 @@ MAX_TEXT = 1 << 20
 class ExitCallRegistry:
     """Named and selector exit handlers, shared by every enclave loaded with this registry."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, key_store: str | os.PathLike[str] | SealedBlobStore | None = None) -> None:
+        """`key_store`: the directory (or store) that keeps the enclaves' sealed blobs; None: no store."""
         self._named: dict[str, NamedHandler] = {}
         self._selectors: dict[int, SelectorHandler] = {}
         self._lock = threading.Lock()
+        self.key_store: SealedBlobStore | None = (
+            key_store if isinstance(key_store, SealedBlobStore) or key_store is None else SealedBlobStore(key_store)
+        )
 
     @overload
     def register(self, name: str, handler: NamedHandler, /) -> NamedHandler: ...
@@ -87,6 +95,19 @@ class ExitCallRegistry:
             if selector == selectors.EXIT_HOST_TIME:
                 MessageReader(extents).expect_end()
                 return MessageWriter().push_i64(time.time_ns()).extents()
+            if selector == selectors.EXIT_STORE_SEALED:
+                reader = MessageReader(extents)
+                name, blob = reader.next_str(), reader.next()
+                reader.expect_end()
+                self._store().store(name, blob)
+                logger.debug("stored sealed blob %r (%d bytes)", name, len(blob))
+                return []
+            if selector == selectors.EXIT_LOAD_SEALED:
+                reader = MessageReader(extents)
+                name = reader.next_str()
+                reader.expect_end()
+                loaded = self._store().load(name)
+                return [] if loaded is None else [loaded]
             with self._lock:
                 handler = self._selectors.get(selector)
             if handler is None:
@@ -94,6 +115,12 @@ class ExitCallRegistry:
             return as_extents(handler(list(extents)))
 
         return handle
+
+    def _store(self) -> SealedBlobStore:
+        if self.key_store is None:
+            raise FailedPreconditionError("the host has no sealed-blob store: the host application must create its "
+                                          "ExitCallRegistry with key_store=DIR (asylo quickstart: --key-store DIR)")
+        return self.key_store
 
     def _call_named(self, extents: Sequence[bytes]) -> list[bytes]:
         reader = MessageReader(extents)

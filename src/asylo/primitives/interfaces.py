@@ -11,7 +11,10 @@ An error is raised as an `AsyloError` on one side and raised again, with the sam
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from asylo.identity import Platform
 
 
 class ExitCallPort(Protocol):
@@ -34,6 +37,7 @@ class EnclaveRuntime(Protocol):
 
 
 class RuntimeFactory(Protocol):
-    """What an image's entry point must provide: a TrustedApplication subclass's `enclave_runtime` hook."""
+    """What an image's entry point must provide: a TrustedApplication subclass's `enclave_runtime` hook. `platform`
+    is what the enclave runs on (its identity, evidence and sealing keys); None where there is none."""
 
-    def __call__(self, host: ExitCallPort, /) -> EnclaveRuntime: ...
+    def __call__(self, host: ExitCallPort, platform: Platform | None, /) -> EnclaveRuntime: ...

@@ -34,6 +34,19 @@ EXIT_WRITE_STDOUT: Final = 129
 EXIT_HOST_TIME: Final = 130
 #: a handler the host registered by name: extents [name, *arguments], the answer is [result].
 EXIT_CALL_NAMED: Final = 131
+#: extents [name (UTF-8), sealed blob]; no answer. The host keeps the blob under `name` in its sealed-blob store
+#: (FAILED_PRECONDITION if it has none). Only sealed bytes may be sent: the enclave side checks that they are.
+EXIT_STORE_SEALED: Final = 132
+#: extents [name (UTF-8)]; answer [] if nothing is stored under `name`, else [sealed blob]. Untrusted: the host may
+#: return any bytes (another name's blob, an old one, garbage), so the enclave unseals before it believes them.
+EXIT_LOAD_SEALED: Final = 133
+
+#: Largest sealed blob the two calls above carry, and so the largest that `seal` makes: the host stores blobs in
+#: files and answers a load in one message, so both sides need one agreed bound (1 MiB: keys, tokens, small
+#: records — bulk data belongs in a file encrypted under a sealed key, not in a sealed blob).
+MAX_SEALED_BLOB_SIZE: Final = 1 << 20
+#: Longest blob name, in characters: a name becomes a file name (`<name>.sealed`) in the host's store.
+MAX_SEALED_NAME_LENGTH: Final = 128
 
 
 def is_user_selector(selector: int) -> bool:

@@ -63,6 +63,22 @@ class Welcome(_message.Message):
     handshake: bytes
     def __init__(self, version: _Optional[int] = ..., measurement: _Optional[bytes] = ..., signer: _Optional[bytes] = ..., enclave_name: _Optional[str] = ..., max_frame_size: _Optional[int] = ..., max_message_size: _Optional[int] = ..., max_reassembly_bytes: _Optional[int] = ..., handshake: _Optional[bytes] = ...) -> None: ...
 
+class HandshakeHello(_message.Message):
+    __slots__ = ("key_share", "nonce")
+    KEY_SHARE_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    key_share: bytes
+    nonce: bytes
+    def __init__(self, key_share: _Optional[bytes] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class HandshakeWelcome(_message.Message):
+    __slots__ = ("key_share", "evidence")
+    KEY_SHARE_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    key_share: bytes
+    evidence: bytes
+    def __init__(self, key_share: _Optional[bytes] = ..., evidence: _Optional[bytes] = ...) -> None: ...
+
 class CallFrame(_message.Message):
     __slots__ = ("call_id", "thread", "selector", "extents", "body_transfer", "extent_sizes")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]

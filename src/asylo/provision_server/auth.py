@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from asylo._files import read_bounded
+from asylo.remote.provision_api import certificate_sha256, peer_certificate
 from asylo.status import InvalidArgumentError, UnauthenticatedError
 
 #: A token file is a short list of lines; the bound keeps a wrong path from being read whole.
@@ -33,10 +33,16 @@ _BEARER = "bearer "
 
 @dataclass(frozen=True)
 class ClientId:
-    """An authenticated client: `key` decides ownership (unique per certificate or token), `name` is for people."""
+    """An authenticated client: `key` decides ownership (unique per certificate or token), `name` is for people.
+
+    `certificate_sha256` is set when the certificate is the identity (mutual TLS, no bearer token): the proxies
+    provisioned for this client then serve that certificate only. A bearer-token client's proxies are bound by their
+    one-time token alone, since the token, not a certificate, is what the client proved.
+    """
 
     key: str
     name: str
+    certificate_sha256: bytes | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -129,17 +135,13 @@ class ClientAuthenticator:
 
 
 def _peer_certificate(context: Any) -> ClientId | None:
-    pem = (context.auth_context() or {}).get("x509_pem_cert")
-    if not pem:
+    certificate = peer_certificate(context.auth_context())
+    if certificate is None:
         return None
-    try:
-        certificate = x509.load_pem_x509_certificate(pem[0])
-    except ValueError:
-        return None
-    fingerprint = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
-    names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    common_name = str(names[0].value) if names else fingerprint[:16]
-    return ClientId(f"cert:{fingerprint}", common_name)
+    fingerprint = certificate_sha256(certificate)
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    common_name = str(names[0].value) if names else fingerprint.hex()[:16]
+    return ClientId(f"cert:{fingerprint.hex()}", common_name, fingerprint)
 
 
 def token_file_is_private(path: Path) -> bool:

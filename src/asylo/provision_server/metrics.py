@@ -11,9 +11,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-#: Why a provision or upload was refused; the `reason` label of `asylo_provision_rejects_total`.
+#: Why a provision or upload was refused; the `reason` label of `asylo_provision_rejects_total`. The limits each
+#: have their own (see asylo.provision_server.limits): server_limit and client_limit (enclaves), image_too_large,
+#: pending_uploads (uploads in progress on the server), client_uploads (by one client), store_quota (bytes of
+#: uploaded images), image_count (uploaded images), disk_full, upload_timeout (an upload too slow or stalled).
 REJECT_REASONS = ("unauthenticated", "permission_denied", "not_found", "invalid_argument", "server_limit",
-                  "client_limit", "image_too_large", "data_loss", "already_exists")
+                  "client_limit", "image_too_large", "pending_uploads", "client_uploads", "store_quota",
+                  "image_count", "disk_full", "upload_timeout", "data_loss", "already_exists")
 
 
 class ProvisionMetrics:

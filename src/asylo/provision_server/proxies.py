@@ -5,6 +5,11 @@ request if paid then. So `ProxyLauncher` keeps `warm` proxies started in standby
 listen, have everything imported, and wait for one line on their standard input naming the image and the session
 token. A request takes one of them (a cold start only when none is ready) and the pool is refilled behind it.
 
+The launcher tells every proxy the measurement of the image it must host — the one the image store verified,
+possibly long ago — and the proxy refuses whatever else it finds at that path (a file replaced in the operator's
+directory since); the launcher also checks the measurement a standby reports back. With mutual TLS, the proxy is
+also told the certificate of the one client it serves.
+
 Every proxy is our child, with our pipe on its standard input as its lifeline: `RunningProxy.release` closes it,
 and the proxy finalizes its enclave and exits, or is killed if it lingers. If the provision server itself dies,
 the pipes close and the proxies exit on their own (and, on Linux, the kernel's parent-death signal backs that up).
@@ -22,13 +27,14 @@ import logging
 import os
 import re
 import signal
-import stat
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from asylo._files import private_directory
 from asylo.remote.child_process import ListeningChild
 from asylo.remote.credentials import is_loopback_address
 from asylo.remote.provision import READY_PREFIX, ProxyTls
@@ -64,6 +70,8 @@ class ProxySettings:
     startup_timeout: float = 30.0
     #: The interpreter that runs `python -m asylo proxy`.
     python: str = sys.executable
+    #: The simulated platform's state directory the proxies attest with (None: the machine's default).
+    platform_state: Path | None = None
 
     def __post_init__(self) -> None:
         if self.tls is None and not is_loopback_address(self.listen):
@@ -88,6 +96,8 @@ class ProxySettings:
             args += ["--idle-timeout", repr(self.idle_timeout)]
         if self.tls is not None:
             args += self.tls.args()
+        if self.platform_state is not None:
+            args += ["--platform-state", str(self.platform_state)]
         return args
 
 
@@ -121,9 +131,23 @@ class RunningProxy:
         self._child.release(grace)
         self._forget()
 
+    def let_go(self) -> None:
+        """Close the proxy's pipe without waiting (see `release_all`)."""
+        self._child.let_go()
+
     def _forget(self) -> None:
         if self._pids is not None:
             self._pids.remove(self.pid)
+
+
+def release_all(proxies: Sequence[RunningProxy], grace: float = 8.0) -> None:
+    """Release many proxies in about `grace` seconds in all, not `grace` each: every pipe is closed first, so they
+    all finalize at once, and then each is reaped with what is left of one shared deadline (killed past it)."""
+    for proxy in proxies:
+        proxy.let_go()
+    deadline = time.monotonic() + grace
+    for proxy in proxies:
+        proxy.release(max(0.0, deadline - time.monotonic()))
 
 
 @dataclass(frozen=True)
@@ -132,12 +156,22 @@ class _Standby:
     port: int
 
 
+@dataclass(frozen=True)
+class _Work:
+    """What one launch asks of its proxy."""
+
+    image_path: Path
+    token: bytes
+    measurement: bytes | None
+    client_cert_sha256: bytes | None
+
+
 class ProxyLauncher:
     """Starts proxies for the provision server: from a pool of `warm` standby proxies when one is ready, else cold.
 
     `start()` begins filling the pool (a thread named "asylo-proxy-pool"); `launch()` gives a proxy hosting an
-    image; `close()` stops the pool and reaps its proxies. The proxies that `launch` returned belong to the caller,
-    who releases them (close does not: they serve sessions).
+    image; `close()` stops the pool, reaps its proxies and cuts short the launches in progress. The proxies that
+    `launch` returned belong to the caller, who releases them (close does not: they serve sessions).
     """
 
     def __init__(self, settings: ProxySettings, *, warm: int = 0, pid_dir: Path | None = None) -> None:
@@ -150,6 +184,9 @@ class ProxyLauncher:
         self._ready: collections.deque[_Standby] = collections.deque()
         #: Standby proxies spawned and not yet ready: close() lets them go, which ends the pool thread's wait.
         self._starting: set[ListeningChild] = set()
+        #: Proxies that `launch` is starting or assigning: close() lets them go too, so that a server stopping does
+        #: not wait out their start-up (their launch fails at once).
+        self._launching: set[ListeningChild] = set()
         self._closed = False
         self._thread: threading.Thread | None = None
 
@@ -171,40 +208,49 @@ class ProxyLauncher:
         with self._cond:
             return len(self._ready)
 
-    def launch(self, image_path: Path, token: bytes) -> RunningProxy:
+    def launch(self, image_path: Path, token: bytes, *, measurement: bytes | None = None,
+               client_cert_sha256: bytes | None = None) -> RunningProxy:
         """A proxy hosting the image at `image_path` for the host that presents `token`. Blocks until it listens
         with the image loaded and verified. EnclaveUnavailable (with what the proxy said) if it fails to start or
-        refuses the image; FailedPreconditionError after `close`."""
+        refuses the image — which, given `measurement`, it does unless the image has that measurement;
+        FailedPreconditionError after `close`. `client_cert_sha256`: the proxy serves only the host with that TLS
+        client certificate (needs a client CA in the settings' TLS)."""
         if len(token) < 16:
             raise ValueError("a session token needs at least 16 bytes")
+        if client_cert_sha256 is not None and (self.settings.tls is None or self.settings.tls.client_ca_file is None):
+            raise ValueError("pinning a client certificate needs proxies with mutual TLS (a client CA)")
+        work = _Work(image_path, token, measurement, client_cert_sha256)
         while True:
             with self._cond:
                 if self._closed:
                     raise FailedPreconditionError("the proxy launcher is closed")
                 standby = self._ready.popleft() if self._ready else None
+                if standby is not None:
+                    self._launching.add(standby.child)
                 self._cond.notify_all()  # the pool refills behind us
             if standby is None:
-                return self._launch_cold(image_path, token)
+                return self._launch_cold(work)
             if standby.child.poll() is None:
-                return self._assign(standby, image_path, token)
+                return self._assign(standby, work)
+            self._done_launching(standby.child)
             self._dead_standby(standby)  # it died while waiting: take the next
 
-    def close(self) -> None:
-        """Stop refilling and reap every standby proxy (and the pool thread); `launch` refuses from now on.
-        Idempotent."""
+    def close(self, grace: float = 8.0) -> None:
+        """Stop refilling, reap every standby proxy and every proxy a launch is still starting (whose launch then
+        fails), and end the pool thread; `launch` refuses from now on. About `grace` seconds in all for the proxies
+        to exit once let go; those that have not (stopped, wedged) are killed. Idempotent."""
         with self._cond:
             self._closed = True
-            children = [*self._starting, *(standby.child for standby in self._ready)]
+            children = [*self._starting, *(standby.child for standby in self._ready), *self._launching]
             self._starting.clear()
             self._ready.clear()
             self._cond.notify_all()
-        # Close every pipe first, so that they all wind down at once; then reap them one by one.
+        # Close every pipe first, so that they all wind down at once; then reap them one by one against one deadline.
         for child in children:
-            if child.process.stdin is not None:
-                with contextlib.suppress(OSError):
-                    child.process.stdin.close()
+            child.let_go()
+        deadline = time.monotonic() + grace
         for child in children:
-            self._reap(child)
+            self._reap(child, max(0.0, deadline - time.monotonic()))
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
@@ -228,24 +274,52 @@ class ProxyLauncher:
         if self._pids is not None:
             self._pids.remove(child.pid)
 
-    def _launch_cold(self, image_path: Path, token: bytes) -> RunningProxy:
-        args = [*self.settings.proxy_args(), "--image", os.fspath(image_path), "--token-stdin"]
+    def _done_launching(self, child: ListeningChild) -> None:
+        with self._cond:
+            self._launching.discard(child)
+
+    def _launch_cold(self, work: _Work) -> RunningProxy:
+        args = [*self.settings.proxy_args(), "--image", os.fspath(work.image_path), "--token-stdin"]
+        if work.measurement is not None:
+            args += ["--expect-measurement", work.measurement.hex()]
+        if work.client_cert_sha256 is not None:
+            args += ["--client-cert-sha256", work.client_cert_sha256.hex()]
         child = self._spawn(args, "the enclave's proxy")
+        with self._cond:
+            closed = self._closed
+            if not closed:
+                self._launching.add(child)
         try:
-            port = child.start(token.hex().encode("ascii") + b"\n", self.settings.startup_timeout)
+            if closed:  # close() came while we spawned: it could not see this one
+                raise FailedPreconditionError("the proxy launcher is closed")
+            port = child.start(work.token.hex().encode("ascii") + b"\n", self.settings.startup_timeout)
         except BaseException:
             self._reap(child)
             raise
+        finally:
+            self._done_launching(child)
         return RunningProxy(child, port, self._pids)
 
-    def _assign(self, standby: _Standby, image_path: Path, token: bytes) -> RunningProxy:
+    def _assign(self, standby: _Standby, work: _Work) -> RunningProxy:
+        assignment: dict[str, str] = {"image": os.fspath(work.image_path), "token": work.token.hex()}
+        if work.measurement is not None:
+            assignment["measurement"] = work.measurement.hex()
+        if work.client_cert_sha256 is not None:
+            assignment["client_cert_sha256"] = work.client_cert_sha256.hex()
         # JSON built by json.dumps, read by json.loads: the path cannot break out of its string.
-        line = json.dumps({"image": os.fspath(image_path), "token": token.hex()}).encode("ascii") + b"\n"
+        line = json.dumps(assignment).encode("ascii") + b"\n"
         try:
-            standby.child.request(line, ASSIGNED_PREFIX, self.settings.startup_timeout)
+            loaded = standby.child.request(line, ASSIGNED_PREFIX, self.settings.startup_timeout).strip()
+            # The proxy checked the measurement itself; checking its answer as well means that a proxy which did
+            # not (a wrong build, a bug) is still never handed out to host other code.
+            if work.measurement is not None and loaded != work.measurement.hex():
+                raise EnclaveUnavailable(f"the standby proxy (pid {standby.child.pid}) loaded an image with "
+                                         f"measurement {loaded}, not the expected {work.measurement.hex()}")
         except BaseException:
             self._reap(standby.child)
             raise
+        finally:
+            self._done_launching(standby.child)
         return RunningProxy(standby.child, standby.port, self._pids)
 
     def _dead_standby(self, standby: _Standby) -> None:
@@ -329,9 +403,8 @@ class _PidFiles:
     """`directory/<pid>` for every proxy alive, holding the process's start time (see `kill_orphans`)."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _check_private(directory)
-        self.directory = directory
+        # Refused if others could write to it: a record planted there would make us kill its process.
+        self.directory = private_directory(directory, "the proxy pid records", parents=True)
 
     def add(self, pid: int) -> None:
         start = _start_time(pid)
@@ -356,7 +429,7 @@ def kill_orphans(pid_dir: Path) -> int:
     """
     if not pid_dir.is_dir():
         return 0
-    _check_private(pid_dir)
+    private_directory(pid_dir, "the proxy pid records")  # a record someone else could plant would name their victim
     killed = 0
     for entry in sorted(pid_dir.iterdir()):
         if not _PID_FILE_NAME.fullmatch(entry.name):
@@ -377,16 +450,6 @@ def kill_orphans(pid_dir: Path) -> int:
         with contextlib.suppress(OSError):
             entry.unlink(missing_ok=True)
     return killed
-
-
-def _check_private(directory: Path) -> None:
-    """Refuse a pid directory others could write to: a record planted there would make us kill its process."""
-    info = directory.lstat()
-    if not stat.S_ISDIR(info.st_mode):
-        raise FailedPreconditionError(f"{directory} is not a directory")
-    if info.st_uid != os.getuid() or info.st_mode & 0o022:
-        raise FailedPreconditionError(f"{directory} must be a directory of this user's that nobody else can "
-                                      f"write to (mode 0700)")
 
 
 def _read_record(path: Path) -> int | None:

@@ -1,9 +1,14 @@
 """The provision server's sessions: who owns which proxy, and the limits on how many there may be.
 
 A slot is reserved before a proxy is started (so that 100 concurrent requests against a limit of 8 start 8 proxies,
-not 100) and either filled with the running proxy or given back. Ownership is checked on every lookup: a client
-never sees, nor releases, another client's session — it gets PERMISSION_DENIED, as the issue's bad-input table says,
-rather than NOT_FOUND, so that a client that mixed up its ids learns it.
+not 100) and either filled with the running proxy or given back — but only once no process of it runs: when a client
+gives up (its deadline passes, it cancels) while its proxy is starting, the slot stays reserved until that proxy has
+started, been released and been reaped. Otherwise every cancelled request would free a slot for the next one while
+its own proxy still came up, and a client cancelling in a loop would run any number of proxies past the limits.
+
+Ownership is checked on every lookup: a client never sees, nor releases, another client's session — it gets
+PERMISSION_DENIED, as the issue's bad-input table says, rather than NOT_FOUND, so that a client that mixed up its
+ids learns it.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import time
 from dataclasses import dataclass, field
 
 from asylo.provision_server.auth import ClientId
+from asylo.provision_server.limits import LimitExceededError
 from asylo.provision_server.proxies import RunningProxy
 from asylo.provision_server.store import StoredImage
-from asylo.status import InvalidArgumentError, NotFoundError, PermissionDeniedError, ResourceExhaustedError
+from asylo.status import InvalidArgumentError, NotFoundError, PermissionDeniedError
+
+__all__ = ["LimitExceededError", "ProvisionedSession", "ServerLimits", "SessionTable"]
 
 #: Session ids are random (they name another client's session only if guessed) and short enough to type.
 _ID_BYTES = 16
@@ -46,14 +54,6 @@ class ProvisionedSession:
     created: float = field(default_factory=time.time)
 
 
-class LimitExceededError(ResourceExhaustedError):
-    """RESOURCE_EXHAUSTED with the limit that was hit, for the metrics' reject reason."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
 class SessionTable:
     """Sessions by id, counted per client; thread-safe (the gRPC loop and executor threads share it)."""
 
@@ -69,11 +69,12 @@ class SessionTable:
             total = len(self._sessions) + sum(self._reserved.values())
             if total >= self.limits.max_enclaves:
                 raise LimitExceededError(f"the server's limit of {self.limits.max_enclaves} concurrent enclaves is "
-                                    f"reached; release one or try later", "server_limit")
+                                         f"reached; release one or try later", "server_limit")
             mine = self._count(client) + self._reserved.get(client.key, 0)
             if mine >= self.limits.max_enclaves_per_client:
                 raise LimitExceededError(f"the per-client limit of {self.limits.max_enclaves_per_client} concurrent "
-                                    f"enclaves is reached for client {client}; release one first", "client_limit")
+                                         f"enclaves is reached for client {client}; release one first",
+                                         "client_limit")
             self._reserved[client.key] = self._reserved.get(client.key, 0) + 1
             return secrets.token_hex(_ID_BYTES)
 
@@ -84,7 +85,7 @@ class SessionTable:
             self._sessions[session.session_id] = session
 
     def unreserve(self, client: ClientId) -> None:
-        """Give back a reservation whose proxy never started."""
+        """Give back a reservation whose proxy never started, or was released and reaped unclaimed."""
         with self._lock:
             self._unreserve(client)
 

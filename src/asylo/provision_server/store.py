@@ -11,12 +11,20 @@ signer is one of the trusted ones; anything else is refused (an upload) or skipp
 start-up). An upload is written to its own partial file while its SHA-256 is computed, then checked (size, digest,
 signature, signer) and linked under its final name in one step, so the image directory only ever holds complete,
 verified images. A failed or abandoned upload removes its partial file: a failed operation changes nothing on disk.
+
+Uploads cannot fill the disk: an image has a size limit, the uploaded images together a quota (`max_store_size`,
+counting the uploads in progress at their declared size, since their partial files take that much) and a count
+(`max_images`), and only so many uploads run at once. The same bytes uploaded under a second name take no more
+space: the new name is a hard link to the file already stored. Every refusal of a limit is a LimitExceededError
+whose reason the metrics count.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
+import functools
 import hashlib
 import io
 import logging
@@ -35,9 +43,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from asylo._files import read_bounded
+from asylo._files import private_directory, read_bounded
 from asylo.image import ImageError, VerifiedImage, limits, load_image, public_key_bytes, signer_id
 from asylo.image.measurement import MEASUREMENT_SIZE
+from asylo.provision_server.limits import LimitExceededError
 from asylo.status import (
     AlreadyExistsError,
     AsyloError,
@@ -46,7 +55,6 @@ from asylo.status import (
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
-    ResourceExhaustedError,
 )
 
 _log = logging.getLogger(__name__)
@@ -61,6 +69,9 @@ _PARTIAL_SUFFIX = ".part"
 # A PEM Ed25519 public key is about 110 bytes; the bound only stops a wrong path from being read whole.
 _MAX_PUBLIC_KEY_FILE_SIZE = 64 * 1024
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+#: Defaults of the store's limits (the provision server's options override them).
+DEFAULT_MAX_STORE_SIZE = 1 << 30
+DEFAULT_MAX_IMAGES = 256
 
 
 def check_image_name(name: str) -> None:
@@ -131,19 +142,25 @@ class ImageStore:
     """The images a provision server may run: the operator's directory (read-only) plus uploads under the state
     directory.
 
-    `trusted_signers` are signer ids (`VerifiedImage.signer`). Every image is at most `max_image_size` bytes, and at
-    most `max_pending_uploads` uploads are in progress at once (each may hold that much disk). Thread-safe: the
-    gRPC service calls it from the event loop and from executor threads.
+    `trusted_signers` are signer ids (`VerifiedImage.signer`). Every image is at most `max_image_size` bytes, at
+    most `max_pending_uploads` uploads are in progress at once (each may hold that much disk), and the uploaded
+    images — not the operator's, which the store never wrote — take at most `max_store_size` bytes (uploads in
+    progress included) and number at most `max_images`. Thread-safe: the gRPC service calls it from executor
+    threads and reads it from the event loop.
     """
 
     def __init__(self, state_dir: Path, *, trusted_signers: Sequence[bytes], operator_dir: Path | None = None,
-                 max_image_size: int = 64 * 1024 * 1024, max_pending_uploads: int = 16) -> None:
+                 max_image_size: int = 64 * 1024 * 1024, max_pending_uploads: int = 16,
+                 max_store_size: int = DEFAULT_MAX_STORE_SIZE, max_images: int = DEFAULT_MAX_IMAGES) -> None:
         if not 0 < max_image_size <= limits.MAX_IMAGE_SIZE:
             # load_image refuses anything bigger, so a higher limit would only accept uploads to fail them at commit.
             raise InvalidArgumentError(
                 f"the image size limit must be between 1 and {limits.MAX_IMAGE_SIZE} bytes, got {max_image_size}")
         if max_pending_uploads < 1:
             raise InvalidArgumentError(f"max_pending_uploads must be at least 1, got {max_pending_uploads}")
+        if max_store_size < 1 or max_images < 1:
+            raise InvalidArgumentError(f"max_store_size and max_images must be at least 1, got {max_store_size} and "
+                                       f"{max_images}")
         for signer in trusted_signers:
             if not isinstance(signer, bytes) or len(signer) != _SHA256_SIZE:
                 raise InvalidArgumentError(f"a trusted signer is a 32-byte signer id, got {signer!r}")
@@ -152,23 +169,35 @@ class ImageStore:
         self._trusted = frozenset(trusted_signers)
         self._max_image_size = max_image_size
         self._max_pending_uploads = max_pending_uploads
+        self._max_store_size = max_store_size
+        self._max_images = max_images
         # Reentrant because an abandoned upload's finalizer takes it, and runs on whichever thread drops the last
         # reference to the upload, which may be one that already holds it.
         self._lock = threading.RLock()
         self._images: dict[str, StoredImage] = {}
-        self._pending_uploads = 0
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._images_dir = _private_directory(state_dir / "images")
-        self._uploads_dir = _private_directory(state_dir / "uploads")
+        #: The served images that are uploads (files in the image directory), by name: what the quota counts.
+        self._uploaded: dict[str, StoredImage] = {}
+        #: Uploads in progress: their declared sizes (reserved against the quota) and names (against the count).
+        self._pending_bytes = 0
+        self._pending_names: collections.Counter[str] = collections.Counter()
+        private_directory(state_dir, "the image store", parents=True)
+        self._images_dir = private_directory(state_dir / "images", "the image store")
+        self._uploads_dir = private_directory(state_dir / "uploads", "the image store")
         _remove_leftover_uploads(self._uploads_dir)
         # The operator's images first: on a name clash with an earlier upload, the operator's configuration wins.
         if operator_dir is not None:
             self._load_directory(operator_dir)
-        self._load_directory(self._images_dir)
+        self._load_directory(self._images_dir, uploaded=True)
 
     @property
     def max_image_size(self) -> int:
         return self._max_image_size
+
+    @property
+    def uploaded_size(self) -> int:
+        """Bytes the uploaded images take on disk (an image stored under several names counts once)."""
+        with self._lock:
+            return self._stored_bytes()
 
     def find(self, *, name: str | None = None, measurement: bytes | None = None) -> StoredImage:
         """The image with this name, or with this measurement (exactly one of them)."""
@@ -207,23 +236,44 @@ class ImageStore:
         if size <= 0:
             raise InvalidArgumentError(f"the image size must be positive, got {size}")
         if size > self._max_image_size:
-            raise ResourceExhaustedError(
-                f"image {name!r} is {size} bytes, over the limit of {self._max_image_size} bytes")
+            raise LimitExceededError(
+                f"image {name!r} is {size} bytes, over the limit of {self._max_image_size} bytes", "image_too_large")
         with self._lock:
             self._existing(name, sha256)
-            if self._pending_uploads >= self._max_pending_uploads:
-                raise ResourceExhaustedError(
-                    f"{self._pending_uploads} uploads are already in progress, the limit; try again later")
+            pending = sum(self._pending_names.values())
+            if pending >= self._max_pending_uploads:
+                raise LimitExceededError(
+                    f"{pending} uploads are already in progress, the limit; try again later", "pending_uploads")
+            used = self._stored_bytes() + self._pending_bytes
+            if used + size > self._max_store_size:
+                raise LimitExceededError(
+                    f"image {name!r} ({size} bytes) does not fit in the image store's quota of "
+                    f"{self._max_store_size} bytes: {used} bytes are taken by uploaded images and uploads in "
+                    f"progress", "store_quota")
+            if name not in self._images and name not in self._pending_names:  # a new name: one more file
+                count = len(self._uploaded) + sum(1 for n in self._pending_names if n not in self._images)
+                if count >= self._max_images:
+                    raise LimitExceededError(
+                        f"the image store holds its limit of {self._max_images} uploaded images (counting uploads "
+                        f"in progress); no new name can be added", "image_count")
             with _no_space_is_exhaustion():
                 upload = ImageUpload(self, name, size, sha256, self._uploads_dir)
-            self._pending_uploads += 1
+            self._pending_names[name] += 1
+            self._pending_bytes += size
         return upload
 
     # -- for ImageUpload -----------------------------------------------------------------------------------------
 
-    def _upload_ended(self) -> None:
+    def _upload_ended(self, name: str, size: int) -> None:
         with self._lock:
-            self._pending_uploads -= 1
+            self._pending_bytes -= size
+            self._pending_names[name] -= 1
+            if self._pending_names[name] <= 0:
+                del self._pending_names[name]
+
+    def _stored_bytes(self) -> int:
+        """Bytes of the uploaded images (lock held): once per content, since equal contents share one file."""
+        return sum({image.sha256: image.size for image in self._uploaded.values()}.values())
 
     def _existing(self, name: str, sha256: bytes) -> StoredImage | None:
         """The stored image `name` if it has exactly these bytes; None if there is none; else AlreadyExistsError."""
@@ -251,10 +301,13 @@ class ImageStore:
             existing = self._existing(name, sha256)
             if existing is not None:
                 return existing
+            # The same bytes already uploaded under another name: link that file (verified as these bytes were)
+            # rather than store a second copy, so aliases cost no space.
+            twin = next((stored for stored in self._uploaded.values() if stored.sha256 == sha256), None)
             try:
                 # A link, not a rename: it never replaces a file, so a leftover that was not served (see the
                 # start-up warnings), or a name that a case-insensitive file system folds onto another, is refused.
-                os.link(partial, target)
+                os.link(twin.path if twin is not None else partial, target)
             except FileExistsError as exc:
                 raise AlreadyExistsError(
                     f"{target} already exists but is not served (see the server's start-up warnings); "
@@ -266,12 +319,14 @@ class ImageStore:
                 raise
             stored = StoredImage(name, target, image.measurement, image.signer, size, sha256)
             self._images[name] = stored
+            self._uploaded[name] = stored
         return stored
 
     # -- start-up ------------------------------------------------------------------------------------------------
 
-    def _load_directory(self, directory: Path) -> None:
-        """Serve every valid `*.aimg` file in `directory`; warn about, and skip, every other one."""
+    def _load_directory(self, directory: Path, *, uploaded: bool = False) -> None:
+        """Serve every valid `*.aimg` file in `directory`; warn about, and skip, every other one. `uploaded`: the
+        directory is the store's own (its images count against the quota)."""
         try:
             with os.scandir(directory) as entries:
                 names = sorted(entry.name for entry in entries if entry.name.endswith(IMAGE_SUFFIX))
@@ -288,6 +343,8 @@ class ImageStore:
             existing = self._images.get(image.name)
             if existing is None:
                 self._images[image.name] = image
+                if uploaded:
+                    self._uploaded[image.name] = image
             elif existing.sha256 != image.sha256:
                 _log.warning("not serving %s: an image named %r is already served from %s", image.path, image.name,
                              existing.path)
@@ -324,7 +381,8 @@ class ImageUpload:
         self._partial = directory / f"{secrets.token_hex(16)}{_PARTIAL_SUFFIX}"
         self._file = _create_private_file(self._partial)
         # Does not refer to self, so that it can run when self is garbage; it runs at most once.
-        self._end = weakref.finalize(self, _discard_partial, self._file, self._partial, store._upload_ended)
+        self._end = weakref.finalize(self, _discard_partial, self._file, self._partial,
+                                     functools.partial(store._upload_ended, name, size))
 
     @property
     def received(self) -> int:
@@ -336,11 +394,14 @@ class ImageUpload:
             try:
                 total = self._received + len(chunk)
                 if total > self._store.max_image_size:
-                    raise ResourceExhaustedError(
-                        f"upload of {self.name!r} is over the limit of {self._store.max_image_size} bytes")
+                    raise LimitExceededError(
+                        f"upload of {self.name!r} is over the limit of {self._store.max_image_size} bytes",
+                        "image_too_large")
                 if total > self.size:
-                    raise ResourceExhaustedError(
-                        f"upload of {self.name!r} is longer than its declared size of {self.size} bytes")
+                    # Past the declared size is past what the quota reserved for it, as well as a broken promise.
+                    raise LimitExceededError(
+                        f"upload of {self.name!r} is longer than its declared size of {self.size} bytes",
+                        "image_too_large")
                 with _no_space_is_exhaustion():
                     self._file.write(chunk)
             except BaseException:
@@ -428,24 +489,9 @@ def _no_space_is_exhaustion() -> Iterator[None]:
         yield
     except OSError as exc:
         if exc.errno in _NO_SPACE:
-            raise ResourceExhaustedError(f"no space left for images on the provision server: {exc.strerror}") from exc
+            raise LimitExceededError(f"no space left for images on the provision server: {exc.strerror}",
+                                     "disk_full") from exc
         raise
-
-
-def _private_directory(path: Path) -> Path:
-    """Create `path` if needed and make it exactly 0700; refuse a symlink or a file in its place."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    try:
-        # O_NOFOLLOW: a symlink here would send the store's writes outside the state directory.
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise FailedPreconditionError(f"{path}: not a directory the image store can use: {exc.strerror}") from exc
-    try:
-        os.fchmod(fd, 0o700)  # mkdir's mode passes through the umask, and an existing directory may be wider
-    finally:
-        os.close(fd)
-    return path
 
 
 def _remove_leftover_uploads(directory: Path) -> None:
@@ -479,7 +525,7 @@ def _read_regular_file(path: Path, limit: int) -> bytes:
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise ResourceExhaustedError(f"{path}: larger than the image size limit of {limit} bytes")
+        raise LimitExceededError(f"{path}: larger than the image size limit of {limit} bytes", "image_too_large")
     return data
 
 

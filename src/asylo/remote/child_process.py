@@ -21,7 +21,6 @@ import contextlib
 import ctypes
 import logging
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -44,7 +43,13 @@ class ListeningChild:
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         start_new_session=True, close_fds=True)
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
-        self._stdout_lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        # The reader thread looks for the one line the parent waits for (`_awaiting`: the ready line from the
+        # start, a request's answer later) and keeps that line only; everything else the child prints (an enclave
+        # that prints all day) is logged and dropped, so the parent never piles up a child's output.
+        self._stdout = threading.Condition()
+        self._awaiting: str | None = ready_prefix
+        self._answer: str | None = None
+        self._stdout_ended = False
         pid = self.process.pid
         self._readers = [
             threading.Thread(target=self._read_stdout, name=f"asylo-child-{pid}-out", daemon=True),
@@ -63,8 +68,20 @@ class ListeningChild:
     def _read_stdout(self) -> None:
         assert self.process.stdout is not None
         for raw in self.process.stdout:
-            self._stdout_lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
-        self._stdout_lines.put(None)
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._stdout:
+                awaiting = self._awaiting
+                if awaiting is not None and line.startswith(awaiting):
+                    self._answer = line.removeprefix(awaiting)
+                    self._awaiting = None
+                    self._stdout.notify_all()
+                    continue
+            # Before the awaited line it may say why it is slow to start; after, it is the enclave's own output.
+            self._log.log(logging.INFO if awaiting is not None else logging.DEBUG, "[pid %d] %s", self.process.pid,
+                          line)
+        with self._stdout:
+            self._stdout_ended = True
+            self._stdout.notify_all()
 
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -87,6 +104,9 @@ class ListeningChild:
         """Write `line` (one line, newline added if missing) to the child's standard input and wait for its answer:
         the rest of the first standard-output line that starts with `reply_prefix`. EnclaveUnavailable, with what
         the child said, if it exits instead or does not answer within `timeout`."""
+        with self._stdout:
+            self._awaiting = reply_prefix  # before the line goes out: the answer may come at once
+            self._answer = None
         self._write(line if line.endswith(b"\n") else line + b"\n")
         return self._await_line(reply_prefix, timeout, f"did not answer within {timeout:g} s",
                                 "exited instead of answering")
@@ -101,21 +121,27 @@ class ListeningChild:
 
     def _await_line(self, prefix: str, timeout: float, late: str, exited: str) -> str:
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._stdout_lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise EnclaveUnavailable(f"{self._what} {late}{self._said()}") from None
-            if line is None:
-                self._stdout_lines.put(None)  # the end stays visible to later waits
-                try:
-                    code = self.process.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    raise EnclaveUnavailable(f"{self._what} closed its output and {late}{self._said()}") from None
-                raise EnclaveUnavailable(f"{self._what} {exited} (exit code {code}){self._said()}")
-            if line.startswith(prefix):
-                return line.removeprefix(prefix)
-            self._log.info("[pid %d] %s", self.process.pid, line)
+        with self._stdout:
+            assert self._awaiting == prefix or self._answer is not None, "waiting for a line nobody asked for"
+            self._stdout.wait_for(lambda: self._answer is not None or self._stdout_ended,
+                                  max(0.0, deadline - time.monotonic()))
+            answer, self._answer = self._answer, None
+            ended = self._stdout_ended
+        if answer is not None:
+            return answer
+        if not ended:
+            raise EnclaveUnavailable(f"{self._what} {late}{self._said()}")
+        try:
+            code = self.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise EnclaveUnavailable(f"{self._what} closed its output and {late}{self._said()}") from None
+        raise EnclaveUnavailable(f"{self._what} {exited} (exit code {code}){self._said()}")
+
+    @property
+    def held_lines(self) -> int:
+        """Lines of the child's output held for the parent: at most the one awaited line, not yet taken."""
+        with self._stdout:
+            return int(self._answer is not None)
 
     def poll(self) -> int | None:
         """The child's exit code if it has exited (reaping it), else None; never blocks."""
@@ -126,15 +152,20 @@ class ListeningChild:
         tail = "\n".join(self._stderr_tail)
         return f"; it said:\n{tail}" if tail else ""
 
+    def let_go(self) -> None:
+        """Close the child's pipe, its signal to finish and exit, without waiting for it: to let many children go
+        at once before reaping them one by one (`release`). Idempotent; never blocks on the child."""
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.process.stdin.close()
+
     def release(self, grace: float = 8.0) -> None:
         """Let the child go: close its pipe (it exits), and reap it, forcibly if it lingers. Idempotent."""
         with self._lock:
             if self._released:
                 return
             self._released = True
-        if self.process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
+        self.let_go()
         try:
             # Closing its pipe is the child's signal to finish and exit; one that does not (stopped, wedged in
             # enclave code) is killed: SIGTERM would not reach a stopped process either.

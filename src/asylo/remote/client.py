@@ -20,6 +20,7 @@ from concurrent.futures import Future
 
 import grpc
 
+from asylo.identity import EnclaveIdentity
 from asylo.primitives.matching import Call, Handler, HostThreads, Result
 from asylo.proto import enclave_pb2
 from asylo.remote import batching
@@ -28,8 +29,10 @@ from asylo.remote.link import Outbox, SessionLink, write_fairly
 from asylo.remote.provision import ProvisionedProxy
 from asylo.remote.service import CONNECT_METHOD, channel_options, error_from_rpc
 from asylo.session import Role, Session, SessionEnded, SessionLimits, WelcomeReceived
+from asylo.session.handshake import HostHandshake
 from asylo.status import (
     AsyloError,
+    AttestationError,
     DeadlineExceededError,
     InternalError,
     InvalidArgumentError,
@@ -47,7 +50,8 @@ _CLOSE_GRACE = 5.0
 class RemoteEnclaveProxyClient:
     """One remote enclave, reached through its proxy. Create with `connect`."""
 
-    def __init__(self, name: str, proxy: ProvisionedProxy, exit_handler: Handler, *, limits: SessionLimits) -> None:
+    def __init__(self, name: str, proxy: ProvisionedProxy, exit_handler: Handler, *, limits: SessionLimits,
+                 handshake: HostHandshake | None = None) -> None:
         self._name = name
         self.proxy = proxy
         self._target = proxy.target
@@ -56,7 +60,7 @@ class RemoteEnclaveProxyClient:
         self._io_thread = threading.Thread(target=self._loop.run_forever, name=f"asylo-remote-{name}", daemon=True)
         self._io_thread.start()
         self._outbox = Outbox(self._loop)
-        self._link = SessionLink(Session(Role.HOST, limits), self._outbox)
+        self._link = SessionLink(Session(Role.HOST, limits, handshake=handshake), self._outbox)
         self._host = HostThreads(self._link.send, exit_handler)
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
@@ -64,16 +68,20 @@ class RemoteEnclaveProxyClient:
         self._stream_ended = asyncio.Event()
         self._measurement = b""
         self._signer = b""
+        #: The enclave's identity as its platform's evidence proved it (None for an unattested session).
+        self.identity: EnclaveIdentity | None = None
         self._close_lock = threading.Lock()
         self._closed = False
 
     @classmethod
     def connect(cls, name: str, proxy: ProvisionedProxy, load_config: enclave_pb2.EnclaveLoadConfig,
                 exit_handler: Handler, *, credentials: ClientCredentials, expected_measurement: bytes,
-                limits: SessionLimits | None = None, connect_timeout: float = 10.0) -> RemoteEnclaveProxyClient:
-        """Open the stream to `proxy`, say hello, check the welcome. Raises AsyloError on any failure, having
-        released everything, the proxy included."""
-        client = cls(name, proxy, exit_handler, limits=limits or SessionLimits())
+                limits: SessionLimits | None = None, connect_timeout: float = 10.0,
+                handshake: HostHandshake | None = None) -> RemoteEnclaveProxyClient:
+        """Open the stream to `proxy`, say hello, check the welcome — and with `handshake`, the enclave's evidence,
+        before anything else is sent. Raises AsyloError (AttestationError when the evidence does not satisfy the
+        handshake's verifier) on any failure, having released everything, the proxy included."""
+        client = cls(name, proxy, exit_handler, limits=limits or SessionLimits(), handshake=handshake)
         try:
             client._run(client._open(proxy.token, load_config, credentials, expected_measurement, connect_timeout),
                         connect_timeout + 5)
@@ -111,12 +119,19 @@ class RemoteEnclaveProxyClient:
             raise InternalError(f"{context}: {exc.message}") from None
         if len(events) != 1 or not isinstance(events[0], WelcomeReceived):
             ended = next((e for e in events if isinstance(e, SessionEnded)), None)
+            if ended is not None and ended.status.code is StatusCode.UNAUTHENTICATED:
+                raise AttestationError(f"{context}: {ended.status.message}")
             raise InternalError(f"{context}: {ended.status if ended else 'the proxy did not welcome us'}")
         welcome = events[0]
-        if welcome.measurement != expected_measurement:
+        if isinstance(welcome.identity, EnclaveIdentity):
+            # Proven by the platform's evidence; the welcome's own fields are the proxy's word only.
+            self.identity = welcome.identity
+            self._measurement, self._signer = welcome.identity.measurement, welcome.identity.signer
+        else:
+            self._measurement, self._signer = welcome.measurement, welcome.signer
+        if self._measurement != expected_measurement:
             raise PermissionDeniedError(f"{context}: the proxy hosts an enclave with measurement "
-                                        f"{welcome.measurement.hex()}, not the requested {expected_measurement.hex()}")
-        self._measurement, self._signer = welcome.measurement, welcome.signer
+                                        f"{self._measurement.hex()}, not the requested {expected_measurement.hex()}")
         self._tasks = [asyncio.create_task(self._read_loop(), name="asylo-remote-read"),
                        asyncio.create_task(self._write_loop(), name="asylo-remote-write")]
 
@@ -162,7 +177,8 @@ class RemoteEnclaveProxyClient:
         assert self._call is not None
         try:
             limits = self._link.session.limits  # as negotiated in the handshake
-            await write_fairly(self._outbox, self._call.write, limits.max_frame_size, limits.max_reassembly_bytes)
+            await write_fairly(self._outbox, self._call.write, limits.max_frame_size, limits.max_reassembly_bytes,
+                               self._link.session.seal)
             await self._call.done_writing()
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
             _log.debug("writing to the enclave's proxy failed: %s", exc)

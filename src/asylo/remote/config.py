@@ -1,24 +1,37 @@
-"""RemoteProxyClientConfig and RemoteLoadConfig: load an enclave through a proxy, as in Asylo's remote backend."""
+"""RemoteProxyClientConfig and RemoteLoadConfig: load an enclave through a proxy, as in Asylo's remote backend.
+
+Loading verifies the enclave before anything is sent to it: the host's hello offers a key share, the proxy's welcome
+carries platform evidence for the enclave's key share, and the host checks it against the platforms it trusts and
+the identity it expects (by default: exactly the image it asked for). Only then is the session open, and every
+frame after it is encrypted end to end between the host and the enclave.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from asylo.backends.base import LoadedEnclave
-from asylo.image import load_image
+from asylo.identity import EnclaveIdentity, EvidenceVerifier, IdentityExpectation, expectation_for_image
+from asylo.image import VerifiedImage, load_image
 from asylo.primitives.matching import Handler
 from asylo.proto import enclave_pb2
 from asylo.remote.client import RemoteEnclaveProxyClient
 from asylo.remote.credentials import ClientCredentials
-from asylo.remote.provision import RemoteProvision
+from asylo.remote.provision import ProvisionedProxy, RemoteProvision
 from asylo.session import SessionLimits
+from asylo.session.handshake import HostHandshake
+from asylo.status import AttestationError
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RemoteProxyClientConfig:
-    """How the host reaches a proxy: who provisions it, with which credentials, with which limits."""
+    """How the host reaches a proxy: who provisions it, with which credentials, with which limits, and which
+    platforms' evidence it believes."""
 
     provision: RemoteProvision
     #: Overrides the credentials the provisioning hands out (None: use those).
@@ -26,6 +39,12 @@ class RemoteProxyClientConfig:
     #: Seconds to wait for the proxy's welcome.
     connect_timeout: float = 10.0
     limits: SessionLimits = field(default_factory=SessionLimits)
+    #: Fingerprints of the platforms (`asylo platform show`) whose evidence the host believes, besides those the
+    #: provisioning vouches for (local provisioning: this machine's own simulated platform).
+    trusted_platforms: tuple[str, ...] = ()
+    #: False only to measure what attestation and record encryption cost: nothing is verified and nothing is
+    #: encrypted end to end. Never for real use.
+    attestation: bool = True
 
     @classmethod
     def defaults_with_provision(cls, provision: RemoteProvision | None = None) -> RemoteProxyClientConfig:
@@ -37,22 +56,44 @@ class RemoteProxyClientConfig:
 @dataclass(frozen=True)
 class RemoteLoadConfig:
     """Load the enclave in a proxy: `image` is the image file (on this machine for local provisioning), `debug`
-    must be set for a debug enclave, `proxy` says how to get and reach the proxy."""
+    must be set for a debug enclave, `proxy` says how to get and reach the proxy. `expectation` is what the
+    enclave's attested identity must satisfy (default: the measurement of `image`, debug only if `debug`)."""
 
     image: str | os.PathLike[str]
     proxy: RemoteProxyClientConfig = field(default_factory=RemoteProxyClientConfig.defaults_with_provision)
     debug: bool = False
+    expectation: IdentityExpectation | None = None
 
     def open(self, name: str, exit_handler: Handler) -> LoadedEnclave:
         # Verified here too: the host knows which measurement to demand of the proxy's welcome.
         image = load_image(self.image)
         proxy = self.proxy.provision.provision(Path(self.image))
         load_config = enclave_pb2.EnclaveLoadConfig(name=name, debug=self.debug, measurement=image.measurement)
+        credentials = self.proxy.credentials or proxy.credentials
         try:
+            credentials.check_target(proxy.target)  # plaintext off loopback: refused before anything else
             return RemoteEnclaveProxyClient.connect(
-                name, proxy, load_config, exit_handler, credentials=self.proxy.credentials or proxy.credentials,
+                name, proxy, load_config, exit_handler, credentials=credentials,
                 expected_measurement=image.measurement, limits=self.proxy.limits,
-                connect_timeout=self.proxy.connect_timeout)
+                connect_timeout=self.proxy.connect_timeout, handshake=self._handshake(image, proxy))
         except BaseException:
             proxy.release()
             raise
+
+    def _handshake(self, image: VerifiedImage, proxy: ProvisionedProxy) -> HostHandshake | None:
+        if not self.proxy.attestation:
+            _log.warning("attestation is off: the enclave is not verified and the session is not encrypted end "
+                         "to end (RemoteProxyClientConfig(attestation=False) is for measurements only)")
+            return None
+        trusted = (*proxy.trusted_platforms, *self.proxy.trusted_platforms)
+        if not trusted:
+            raise AttestationError("no trusted platform for the enclave's evidence: trust the proxy machine's "
+                                   "platform with RemoteProxyClientConfig(trusted_platforms=(FINGERPRINT,)) or "
+                                   "--trust-platform FINGERPRINT (`asylo platform show` on that machine prints it)")
+        verifier = EvidenceVerifier(trusted)
+        expectation = self.expectation or expectation_for_image(image, allow_debug=self.debug)
+
+        def verify(evidence: bytes, report_data: bytes) -> EnclaveIdentity:
+            return verifier.verify(evidence, report_data=report_data, expectation=expectation)
+
+        return HostHandshake(verify)

@@ -73,8 +73,10 @@ class _Sending:
 class _FairWriter:
     """The state of `write_fairly`: messages being written, messages waiting for body budget."""
 
-    def __init__(self, write: Callable[[bytes], Awaitable[None]], frame_limit: int, body_budget: int) -> None:
-        self.write = write
+    def __init__(self, write: Callable[[bytes], Awaitable[None]], frame_limit: int, body_budget: int,
+                 seal: Callable[[bytes], bytes]) -> None:
+        self._write = write
+        self._seal = seal
         self.frame_limit = frame_limit
         self.body_budget = body_budget
         self.active: collections.deque[_Sending] = collections.deque()
@@ -110,12 +112,12 @@ class _FairWriter:
         size = 0
         for frame in frames:
             if batch and (size + len(frame) > self.frame_limit or len(batch) == batching.MAX_FRAMES_PER_MESSAGE):
-                await self.write(batching.pack(batch))
+                await self.write(batch)
                 batch, size = [], 0
             batch.append(frame)
             size += len(frame)
         if batch:
-            await self.write(batching.pack(batch))
+            await self.write(batch)
 
     async def write_turns(self) -> None:
         """One frame from each message in turn, as many as fit in one gRPC message."""
@@ -134,11 +136,16 @@ class _FairWriter:
             size += len(turn)
             self.active.append(sending)
         if turns:
-            await self.write(batching.pack(turns))
+            await self.write(turns)
+
+    async def write(self, frames: list[bytes]) -> None:
+        """One gRPC message of `frames`, each sealed into a record here: this is the order the peer reads them in."""
+        seal = self._seal
+        await self._write(batching.pack([seal(frame) for frame in frames]))
 
 
 async def write_fairly(outbox: Outbox, write: Callable[[bytes], Awaitable[None]], frame_limit: int,
-                       body_budget: int) -> None:
+                       body_budget: int, seal: Callable[[bytes], bytes]) -> None:
     """Write the outbox's messages to the stream until its end, taking turns frame by frame between messages, and
     packing the frames that are ready at once into one gRPC message (see `batching`).
 
@@ -149,8 +156,10 @@ async def write_fairly(outbox: Outbox, write: Callable[[bytes], Awaitable[None]]
     Bodies being written at once stay within `body_budget`, the peer's reassembly budget (negotiated in the
     handshake): a message whose body would exceed it waits until earlier bodies are out. Without this, several large
     calls at once would make the peer end the session.
+
+    `seal` (the session's) turns each frame into the record that goes on the wire, in wire order.
     """
-    writer = _FairWriter(write, frame_limit, body_budget)
+    writer = _FairWriter(write, frame_limit, body_budget, seal)
     queue = outbox._queue
     while True:
         while not writer.active or not queue.empty():

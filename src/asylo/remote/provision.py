@@ -14,10 +14,11 @@ import os
 import secrets
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asylo.identity import SimPlatformKey
 from asylo.remote.child_process import ListeningChild
 from asylo.remote.credentials import ClientCredentials
 from asylo.status import InvalidArgumentError
@@ -43,6 +44,9 @@ class ProvisionedProxy:
     release: Callable[[], None] = _nothing
     #: The proxy's process id when it runs on this machine as our child (local provisioning), else None.
     pid: int | None = None
+    #: Fingerprints of platforms the provisioning vouches for (local provisioning: this machine's simulated
+    #: platform, which the proxy it starts uses). The host believes evidence signed by these.
+    trusted_platforms: tuple[str, ...] = ()
 
 
 class RemoteProvision(ABC):
@@ -89,7 +93,7 @@ class LocalProvision(RemoteProvision):
 
     def __init__(self, *, tls: ProxyTls | None = None, credentials: ClientCredentials | None = None,
                  startup_timeout: float = 30.0, hello_timeout: float = 30.0,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, platform_state: Path | None = None) -> None:
         if (tls is None) != (credentials is None or credentials.insecure):
             raise ValueError("LocalProvision: give tls= (for the proxy) and TLS credentials= (for the host) together")
         self._tls = tls
@@ -97,6 +101,10 @@ class LocalProvision(RemoteProvision):
         self._startup_timeout = startup_timeout
         self._hello_timeout = hello_timeout
         self._python = python
+        # The proxies started here run on this machine's simulated platform, so its key is the one to trust; it is
+        # made on first use (asylo.identity.sim). `platform_state` None: the default place, which they use too.
+        self._platform_state = platform_state
+        self._platform = SimPlatformKey.load_or_create(platform_state).fingerprint
 
     def provision(self, image_path: Path) -> ProvisionedProxy:
         token = secrets.token_bytes(32)
@@ -104,20 +112,26 @@ class LocalProvision(RemoteProvision):
                 "--token-stdin", "--exit-with-parent", "--hello-timeout", str(self._hello_timeout)]
         if self._tls is not None:
             args += self._tls.args()
+        if self._platform_state is not None:
+            args += ["--platform-state", os.fspath(self._platform_state)]
         proxy = ListeningChild(args, ready_prefix=READY_PREFIX, what="the enclave's proxy", log=_proxy_log)
         try:
             port = proxy.start(token.hex().encode("ascii") + b"\n", self._startup_timeout)
         except BaseException:
             proxy.release()
             raise
-        return ProvisionedProxy(f"127.0.0.1:{port}", token, self._credentials, proxy.release, proxy.pid)
+        return ProvisionedProxy(f"127.0.0.1:{port}", token, self._credentials, proxy.release, proxy.pid,
+                                (self._platform,))
 
 
 class DirectProvision(RemoteProvision):
-    """A proxy that is already running (started by hand with `asylo proxy`): its address and token."""
+    """A proxy that is already running (started by hand with `asylo proxy`): its address and token, and the
+    fingerprints of the platforms to trust for its evidence (`asylo platform show` on its machine)."""
 
-    def __init__(self, target: str, token: bytes, *, credentials: ClientCredentials | None = None) -> None:
-        self._proxy = ProvisionedProxy(target, token, credentials or ClientCredentials.insecure_loopback())
+    def __init__(self, target: str, token: bytes, *, credentials: ClientCredentials | None = None,
+                 trusted_platforms: Sequence[str] = ()) -> None:
+        self._proxy = ProvisionedProxy(target, token, credentials or ClientCredentials.insecure_loopback(),
+                                       trusted_platforms=tuple(trusted_platforms))
 
     def provision(self, image_path: Path) -> ProvisionedProxy:
         return self._proxy

@@ -22,12 +22,12 @@ from asylo.image import load_image
 from asylo.proto import provision_pb2
 from asylo.remote.credentials import ClientCredentials
 from asylo.remote.provision import ProvisionedProxy, RemoteProvision
+from asylo.remote.provision_api import PROVISION_SERVICE
 from asylo.remote.service import error_from_rpc
 from asylo.status import InvalidArgumentError, NotFoundError
 
 _log = logging.getLogger(__name__)
 
-PROVISION_SERVICE = "asylo.provision.ProvisionService"
 #: Uploads go in chunks of this size (the server takes up to 4 MiB).
 UPLOAD_CHUNK = 1 << 20
 

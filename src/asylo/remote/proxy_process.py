@@ -8,6 +8,12 @@ finalize what needs finalizing and exit.
 A standby proxy (`run_standby_proxy`) does the slow part first — start Python, import gRPC and the runtime, listen,
 print READY — and then waits for its assignment: one line of JSON on standard input naming the image and the
 session token. It loads the image, prints the ASSIGNED line, and from there on is an ordinary proxy.
+
+A provision server tells its proxies which image it vetted — by measurement: `--expect-measurement`, or the
+assignment's "measurement" — because it checked the file at its path once, and the file may have been replaced
+since. A proxy that finds anything else at that path refuses to host it and exits 1 before it serves a byte. It
+may also pin the session to one client certificate (`--client-cert-sha256`, the assignment's
+"client_cert_sha256"; see RemoteEnclaveProxyServer).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,7 +32,9 @@ from typing import BinaryIO
 # enclave's modules import the trusted runtime and its protobuf messages.
 import asylo.proto.enclave_pb2
 import asylo.trusted  # noqa: F401
+from asylo.identity import SimPlatformKey
 from asylo.image import VerifiedImage, load_image
+from asylo.image.measurement import MEASUREMENT_SIZE
 from asylo.remote.child_process import (
     PARENT_DEATH_SIGNAL,
     arm_parent_death_signal,
@@ -34,8 +43,9 @@ from asylo.remote.child_process import (
 from asylo.remote.child_process import exit_with_parent as exit_with_parent_process
 from asylo.remote.credentials import ServerCredentials
 from asylo.remote.provision import READY_PREFIX
+from asylo.remote.provision_api import CERTIFICATE_SHA256_SIZE
 from asylo.remote.server import RemoteEnclaveProxyServer
-from asylo.status import AsyloError, Status, StatusCode
+from asylo.status import AsyloError, FailedPreconditionError, Status, StatusCode
 
 _log = logging.getLogger(__name__)
 
@@ -69,9 +79,33 @@ def parse_token(text: str | bytes) -> bytes:
     return token
 
 
-def parse_assignment(line: bytes) -> tuple[str, bytes]:
-    """A standby proxy's assignment: `{"image": "<path>", "token": "<hex>"}` on one line. ValueError says what is
-    wrong with it. Only JSON: nothing in it is ever evaluated."""
+def parse_hex_digest(text: str, size: int, what: str) -> bytes:
+    """`size` bytes from `2 * size` hex digits (a measurement, a certificate fingerprint); ValueError names `what`."""
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"{what} must be hexadecimal") from None
+    if len(value) != size:
+        raise ValueError(f"{what} must be {size} bytes ({2 * size} hex digits), got {len(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A standby proxy's work: the image to host, the session token, and what its provision server expects."""
+
+    image: str
+    token: bytes
+    #: The measurement the provision server vetted; anything else found at `image` is refused.
+    measurement: bytes | None = None
+    #: Serve only the client with this TLS certificate (SHA-256 of its DER encoding).
+    client_cert_sha256: bytes | None = None
+
+
+def parse_assignment(line: bytes) -> Assignment:
+    """A standby proxy's assignment: `{"image": "<path>", "token": "<hex>"}` on one line, optionally with
+    `"measurement": "<hex>"` and `"client_cert_sha256": "<hex>"`. ValueError says what is wrong with it. Only JSON:
+    nothing in it is ever evaluated."""
     if len(line.rstrip(b"\r\n")) > MAX_ASSIGNMENT_LINE:
         raise ValueError(f"the assignment line is longer than {MAX_ASSIGNMENT_LINE} bytes")
     try:
@@ -80,7 +114,7 @@ def parse_assignment(line: bytes) -> tuple[str, bytes]:
         raise ValueError("the assignment is not valid JSON") from None
     if not isinstance(assignment, dict):
         raise ValueError("the assignment must be a JSON object")
-    unknown = set(assignment) - {"image", "token"}
+    unknown = set(assignment) - {"image", "token", "measurement", "client_cert_sha256"}
     if unknown:
         raise ValueError(f"the assignment has unknown keys: {', '.join(sorted(unknown))}")
     image, token = assignment.get("image"), assignment.get("token")
@@ -88,15 +122,39 @@ def parse_assignment(line: bytes) -> tuple[str, bytes]:
         raise ValueError('the assignment needs "image": the image\'s path, a string')
     if not isinstance(token, str):
         raise ValueError('the assignment needs "token": the session token in hex, a string')
-    return image, parse_token(token)
+    digests: dict[str, bytes | None] = {}
+    for key, size in (("measurement", MEASUREMENT_SIZE), ("client_cert_sha256", CERTIFICATE_SHA256_SIZE)):
+        value = assignment.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f'the assignment\'s "{key}" must be a hex string')
+        digests[key] = None if value is None else parse_hex_digest(value, size, f'the assignment\'s "{key}"')
+    return Assignment(image, parse_token(token), digests["measurement"], digests["client_cert_sha256"])
+
+
+def check_measurement(image: VerifiedImage, expected: bytes | None, path: str) -> None:
+    """Refuse to host an image other than the one the provision server vetted (FailedPreconditionError): the file
+    at `path` was replaced after the server checked it, and whoever replaced it does not choose what runs."""
+    if expected is not None and image.measurement != expected:
+        raise FailedPreconditionError(
+            f"{path}: the image has measurement {image.measurement.hex()}, not the expected {expected.hex()}: the "
+            f"file changed after the provision server checked it; refusing to host it")
 
 
 async def run_proxy(image_path: str, token: bytes, *, listen: str, credentials: ServerCredentials,
-                    hello_timeout: float, exit_with_parent: bool, idle_timeout: float | None = None) -> int:
-    """Serve one session; return the process's exit code (0: the session ended in order)."""
+                    hello_timeout: float, exit_with_parent: bool, idle_timeout: float | None = None,
+                    expect_measurement: bytes | None = None, client_cert_sha256: bytes | None = None,
+                    platform_key: SimPlatformKey | None = None) -> int:
+    """Serve one session; return the process's exit code (0: the session ended in order). With
+    `expect_measurement`, an image with another measurement is refused (FailedPreconditionError) before listening;
+    with `client_cert_sha256`, only the host with that client certificate is served."""
     image = load_image(image_path)
-    server = RemoteEnclaveProxyServer(image, token, credentials=credentials, hello_timeout=hello_timeout,
-                                      idle_timeout=idle_timeout)
+    check_measurement(image, expect_measurement, image_path)
+    try:
+        server = RemoteEnclaveProxyServer(image, token, credentials=credentials, hello_timeout=hello_timeout,
+                                          idle_timeout=idle_timeout, client_cert_sha256=client_cert_sha256,
+                                          platform_key=platform_key)
+    except ValueError as exc:
+        raise FailedPreconditionError(str(exc)) from None
     port = await server.start(listen)
     _end_on_signals(server)
     if exit_with_parent:
@@ -106,15 +164,16 @@ async def run_proxy(image_path: str, token: bytes, *, listen: str, credentials: 
 
 
 async def run_standby_proxy(*, listen: str, credentials: ServerCredentials, hello_timeout: float,
-                            idle_timeout: float | None = None) -> int:
+                            idle_timeout: float | None = None, platform_key: SimPlatformKey | None = None) -> int:
     """Listen, print READY, wait for the assignment on standard input, then serve one session as `run_proxy`.
 
     The parent's pipe is the lifeline throughout: if it closes before the assignment, there is nothing to finalize
     and the proxy exits 0 without a word. A bad assignment (not JSON, wrong fields, an image that does not load or
-    verify) is reported on standard error and ends the proxy with exit code 1.
+    verify, or that has another measurement than the assignment expects) is reported on standard error and ends
+    the proxy with exit code 1.
     """
     server = RemoteEnclaveProxyServer.standby(credentials=credentials, hello_timeout=hello_timeout,
-                                              idle_timeout=idle_timeout)
+                                              idle_timeout=idle_timeout, platform_key=platform_key)
     port = await server.start(listen)
     loop = asyncio.get_running_loop()
     # The assignment line; b"" if the parent went away (or a signal came) before sending one.
@@ -136,9 +195,10 @@ async def run_standby_proxy(*, listen: str, credentials: ServerCredentials, hell
         if not line.endswith(b"\n"):
             raise ValueError(f"the assignment line is longer than {MAX_ASSIGNMENT_LINE} bytes"
                              if len(line) > MAX_ASSIGNMENT_LINE else "the input ended inside the assignment line")
-        image_path, token = parse_assignment(line)
-        image = await loop.run_in_executor(None, _load_assigned_image, image_path)
-        server.assign(image, token)
+        work = parse_assignment(line)
+        image = await loop.run_in_executor(None, _load_assigned_image, work.image)
+        check_measurement(image, work.measurement, work.image)
+        server.assign(image, work.token, client_cert_sha256=work.client_cert_sha256)
     except (ValueError, OSError, AsyloError) as exc:
         await server.stop(grace=0)
         raise AssignmentError(str(exc)) from None

@@ -13,6 +13,10 @@ Python process to start and import gRPC.
 
 With an idle timeout, a session in which the host sent nothing and no entry call ran for that long is ended
 (DEADLINE_EXCEEDED): a provision server gets back the enclaves that hosts abandoned without closing them.
+
+A provision server whose client authenticated with a certificate (mutual TLS) pins the proxy to it
+(`client_cert_sha256`): a stream from any other certificate is refused (PERMISSION_DENIED) whatever token its
+hello carries, so a token that leaked is of no use to another client of the same CA.
 """
 
 from __future__ import annotations
@@ -29,13 +33,16 @@ from typing import Any
 import grpc
 
 from asylo.backends.sim import HostedEnclave
+from asylo.identity import EnclaveIdentity, Platform, SimPlatformKey
 from asylo.image import VerifiedImage
 from asylo.primitives.matching import DEFAULT_MAX_THREADS, Call, Message, Result, Send, ThreadGone
 from asylo.remote import batching
 from asylo.remote.credentials import ServerCredentials
 from asylo.remote.link import Outbox, SessionLink, write_fairly
+from asylo.remote.provision_api import CERTIFICATE_SHA256_SIZE, certificate_sha256, peer_certificate
 from asylo.remote.service import CONNECT, SERVICE, grpc_status_code, server_options
 from asylo.session import HelloReceived, Role, Session, SessionEnded, SessionLimits
+from asylo.session.handshake import EnclaveHandshake
 from asylo.status import AsyloError, FailedPreconditionError, InvalidArgumentError, Status, StatusCode
 
 _log = logging.getLogger(__name__)
@@ -91,17 +98,22 @@ class RemoteEnclaveProxyServer:
     """Hosts one enclave image for the one host that presents `token`.
 
     Without either (`standby`), it waits to be assigned both. `idle_timeout`: end the session once, for that many
-    seconds, no frame came from the host and no entry call was running (None: never).
+    seconds, no frame came from the host and no entry call was running (None: never). `client_cert_sha256`: serve
+    only a host whose TLS client certificate has this fingerprint (see `asylo.remote.provision_api`).
     """
 
     def __init__(self, image: VerifiedImage | None, token: bytes | None, *,
                  credentials: ServerCredentials | None = None, limits: SessionLimits | None = None,
                  hello_timeout: float = 30.0, max_threads: int = DEFAULT_MAX_THREADS,
-                 idle_timeout: float | None = None) -> None:
+                 idle_timeout: float | None = None, client_cert_sha256: bytes | None = None,
+                 platform_key: SimPlatformKey | None = None) -> None:
         if (image is None) != (token is None):
             raise ValueError("give both the image and the token, or neither (a standby proxy)")
         if token is not None:
             _check_token(token)
+        self._client_cert_sha256: bytes | None = None
+        if client_cert_sha256 is not None:
+            self._pin_client(client_cert_sha256, credentials)
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive (or None for no idle timeout)")
         self._image: VerifiedImage | None = image
@@ -111,6 +123,9 @@ class RemoteEnclaveProxyServer:
         self._limits = limits or SessionLimits()
         self._hello_timeout = hello_timeout
         self._max_threads = max_threads
+        # The platform the enclave runs on: it attests the enclave to the host (the handshake's evidence) and
+        # derives its sealing keys. None: no attestation, so only unattested hosts can use this proxy.
+        self._platform_key = platform_key
         self._server: grpc.aio.Server | None = None
         self._claimed = False
         self._session_task: asyncio.Task[Any] | None = None
@@ -122,11 +137,12 @@ class RemoteEnclaveProxyServer:
     @classmethod
     def standby(cls, *, credentials: ServerCredentials | None = None, limits: SessionLimits | None = None,
                 hello_timeout: float = 30.0, max_threads: int = DEFAULT_MAX_THREADS,
-                idle_timeout: float | None = None) -> RemoteEnclaveProxyServer:
+                idle_timeout: float | None = None, platform_key: SimPlatformKey | None = None
+                ) -> RemoteEnclaveProxyServer:
         """A proxy without its enclave yet: it can `start` listening, refuses every stream (UNAVAILABLE) until
         `assign` gives it the image and the token, and then serves exactly as one made with them."""
         return cls(None, None, credentials=credentials, limits=limits, hello_timeout=hello_timeout,
-                   max_threads=max_threads, idle_timeout=idle_timeout)
+                   max_threads=max_threads, idle_timeout=idle_timeout, platform_key=platform_key)
 
     @property
     def image(self) -> VerifiedImage:
@@ -135,13 +151,24 @@ class RemoteEnclaveProxyServer:
             raise FailedPreconditionError("this standby proxy has no enclave assigned yet")
         return self._image
 
-    def assign(self, image: VerifiedImage, token: bytes) -> None:
-        """Give a standby proxy its image and its session's token; streams are accepted from now on. Once only."""
+    def assign(self, image: VerifiedImage, token: bytes, *, client_cert_sha256: bytes | None = None) -> None:
+        """Give a standby proxy its image, its session's token and (optionally) the one client certificate it
+        serves; streams are accepted from now on. Once only."""
         if self._image is not None:
             raise FailedPreconditionError("this proxy already has its enclave")
         _check_token(token)
+        if client_cert_sha256 is not None:
+            self._pin_client(client_cert_sha256, self._credentials)
         self._token = token
         self._image = image
+
+    def _pin_client(self, fingerprint: bytes, credentials: ServerCredentials | None) -> None:
+        if len(fingerprint) != CERTIFICATE_SHA256_SIZE:
+            raise ValueError(f"a client certificate fingerprint is {CERTIFICATE_SHA256_SIZE} bytes (SHA-256)")
+        if credentials is None or not credentials.mutual:
+            # Without mutual TLS no client presents a certificate: pinned, the proxy could serve nobody.
+            raise ValueError("serving one client certificate needs mutual TLS (a client CA)")
+        self._client_cert_sha256 = fingerprint
 
     async def start(self, listen: str = "127.0.0.1:0") -> int:
         """Listen on `listen` (host:port; port 0 picks one); return the port."""
@@ -192,7 +219,9 @@ class RemoteEnclaveProxyServer:
             # Refused at once rather than held: the host's connect timeout should not run down against a proxy
             # that may never be assigned, and the token to check against does not exist yet.
             await context.abort(grpc.StatusCode.UNAVAILABLE, "this standby proxy is not assigned yet")
-        session = Session(Role.ENCLAVE, self._limits)
+        platform = self._platform()
+        session = Session(Role.ENCLAVE, self._limits,
+                          handshake=None if platform is None else EnclaveHandshake(platform.evidence))
         try:
             first = await asyncio.wait_for(context.read(), self._hello_timeout)
         except TimeoutError:
@@ -208,6 +237,13 @@ class RemoteEnclaveProxyServer:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first frame must be a valid hello")
             return
         assert self._token is not None  # set with the image
+        # Checked once the hello is in, like the token: refused before the host's first write has completed, the
+        # stream can end with an error of the host's own gRPC library in place of this status.
+        if self._client_cert_sha256 is not None and not self._is_pinned_client(context):
+            _log.warning("refused a session from %s: not the client certificate this proxy serves", context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "this proxy serves another client: your TLS client certificate is not the one that "
+                                "provisioned it")
         if not hmac.compare_digest(hello.token, self._token):
             _log.warning("refused a session with a wrong token from %s", context.peer())
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "wrong session token")
@@ -217,21 +253,32 @@ class RemoteEnclaveProxyServer:
         self._session_task = asyncio.current_task()
         self.claimed.set()
         try:
-            await self._serve_session(session, hello, context)
+            await self._serve_session(session, hello, context, platform)
         finally:
             self._done.set()
 
-    async def _serve_session(self, session: Session, hello: HelloReceived, context: Any) -> None:
+    def _is_pinned_client(self, context: Any) -> bool:
+        certificate = peer_certificate(context.auth_context())
+        return certificate is not None and hmac.compare_digest(certificate_sha256(certificate),
+                                                               self._client_cert_sha256 or b"")
+
+    async def _serve_session(self, session: Session, hello: HelloReceived, context: Any,
+                             platform: Platform | None) -> None:
         loop = asyncio.get_running_loop()
         outbox = Outbox(loop)
         link = SessionLink(session, outbox)
         activity = _Activity()
-        hosted = await self._load_enclave(hello, link, activity.counting(link.send), context)
+        hosted = await self._load_enclave(hello, link, activity.counting(link.send), context, platform)
         name = hosted.name
-        await context.write(batching.pack([session.send_welcome(self.image.measurement, self.image.signer,
-                                                                self.image.manifest.name)]))
+        try:
+            welcome = session.send_welcome(self.image.measurement, self.image.signer, self.image.manifest.name)
+        except AsyloError as exc:  # the platform could not make evidence
+            hosted.shutdown_abandoned(f"the enclave could not be attested: {exc.message}")
+            self.end_status = exc.status
+            await context.abort(grpc_status_code(exc.code), f"the enclave could not be attested: {exc.message}")
+        await context.write(batching.pack([welcome]))
         _log.info("serving enclave %r (measurement %s) to %s", name, self.image.measurement.hex(), context.peer())
-        writer = asyncio.create_task(self._write_loop(outbox, context, session.limits))
+        writer = asyncio.create_task(self._write_loop(outbox, context, session))
         activity.touch()  # idle time counts from the welcome, not from the hello
         idle_watch = (asyncio.create_task(self._watch_idle(activity, self._idle_timeout))
                       if self._idle_timeout is not None else None)
@@ -265,7 +312,14 @@ class RemoteEnclaveProxyServer:
                 await asyncio.wait_for(writer, 2.0)
             writer.cancel()
 
-    async def _load_enclave(self, hello: HelloReceived, link: SessionLink, send: Send, context: Any) -> HostedEnclave:
+    def _platform(self) -> Platform | None:
+        """The enclave's platform for this session (the image is known by now: assigned or given at start)."""
+        if self._platform_key is None:
+            return None
+        return self._platform_key.platform(EnclaveIdentity.from_image(self.image))
+
+    async def _load_enclave(self, hello: HelloReceived, link: SessionLink, send: Send, context: Any,
+                            platform: Platform | None) -> HostedEnclave:
         """Load the enclave the hello asks for, or end the stream with why not."""
         config = hello.load_config
         requested = config.measurement
@@ -281,7 +335,8 @@ class RemoteEnclaveProxyServer:
 
         try:
             return await asyncio.get_running_loop().run_in_executor(None, lambda: HostedEnclave(
-                name, self.image, send, debug=config.debug, max_threads=self._max_threads, on_abort=on_abort))
+                name, self.image, send, debug=config.debug, max_threads=self._max_threads, on_abort=on_abort,
+                platform=platform))
         except AsyloError as exc:
             self.end_status = exc.status
             await context.abort(grpc_status_code(exc.code), exc.message)
@@ -318,9 +373,11 @@ class RemoteEnclaveProxyServer:
         return None
 
     @staticmethod
-    async def _write_loop(outbox: Outbox, context: Any, limits: SessionLimits) -> None:
+    async def _write_loop(outbox: Outbox, context: Any, session: Session) -> None:
+        limits = session.limits  # as negotiated in the handshake
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, RuntimeError):
-            await write_fairly(outbox, context.write, limits.max_frame_size, limits.max_reassembly_bytes)
+            await write_fairly(outbox, context.write, limits.max_frame_size, limits.max_reassembly_bytes,
+                               session.seal)
 
 
 def _check_token(token: bytes) -> None:

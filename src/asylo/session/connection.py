@@ -17,8 +17,12 @@ status says what was wrong, and a goodbye to send):
 - every size and count is bounded by `SessionLimits`; a call or result too large for one frame comes as a header
   (the call without its extents, with their sizes) and fragments that add up to exactly the announced body.
 
-The session does not encrypt; the attested handshake and record layer fill the `handshake` fields of Hello and
-Welcome and wrap call and result payloads, without changing these rules.
+With a handshake (`asylo.session.handshake`), the host offers a key share in its hello and accepts only a welcome
+whose evidence its verifier accepts; from then on every frame in either direction is an AES-256-GCM record with an
+implicit sequence number. Records are sealed by the transport with `seal`, in the order it writes them (frames of
+different calls take turns on the stream, so only the writer knows the order), and opened here, in `receive`: an
+altered, replayed, reordered or missing record ends the session (DATA_LOSS). No call can be made before the
+handshake is verified: the session is not open until then.
 """
 
 from __future__ import annotations
@@ -31,13 +35,17 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
+from asylo.crypto import RecordChannel, RecordError
 from asylo.primitives.matching import Call, Result, ThreadGone
 from asylo.proto import enclave_pb2, session_pb2
 from asylo.session.body import FRAGMENT_OVERHEAD, decode_fragment, encode_fragments, join_extents
+from asylo.session.handshake import EnclaveHandshake, HostHandshake, check_offer
 from asylo.session.limits import SessionLimits
 from asylo.status import (
+    AsyloError,
     EnclaveUnavailable,
     FailedPreconditionError,
+    InvalidArgumentError,
     ResourceExhaustedError,
     Status,
     StatusCode,
@@ -77,6 +85,8 @@ class WelcomeReceived:
     signer: bytes
     enclave_name: str
     handshake: bytes
+    #: What the host's verifier returned for the enclave's evidence (None without a handshake).
+    identity: object = None
 
 
 @dataclass(frozen=True)
@@ -116,8 +126,14 @@ class _Transfer:
 class Session:
     """One side of a session. Not thread-safe: its owner serializes access (the gRPC adapter holds a lock)."""
 
-    def __init__(self, role: Role, limits: SessionLimits | None = None) -> None:
+    def __init__(self, role: Role, limits: SessionLimits | None = None, *,
+                 handshake: HostHandshake | EnclaveHandshake | None = None) -> None:
+        if handshake is not None and isinstance(handshake, HostHandshake) != (role is Role.HOST):
+            raise ValueError("a host session takes a HostHandshake, an enclave session an EnclaveHandshake")
         self.role = role
+        self._handshake = handshake
+        self._offer = b""
+        self._records: RecordChannel | None = None
         self.limits = limits or SessionLimits()
         self.state = SessionState.IDLE if role is Role.HOST else SessionState.AWAITING_HELLO
         self.end_status: Status | None = None
@@ -131,17 +147,23 @@ class Session:
 
     # -- sending -------------------------------------------------------------------------------------------------
 
-    def send_hello(self, token: bytes, load_config: enclave_pb2.EnclaveLoadConfig, handshake: bytes = b"") -> bytes:
+    def send_hello(self, token: bytes, load_config: enclave_pb2.EnclaveLoadConfig) -> bytes:
         self._require_sending(SessionState.IDLE, Role.HOST, "hello")
         self.state = SessionState.AWAITING_WELCOME
+        handshake = self._handshake.offer() if isinstance(self._handshake, HostHandshake) else b""
         hello = session_pb2.Hello(version=PROTOCOL_VERSION, token=token, load_config=load_config,
                                   handshake=handshake, max_frame_size=self.limits.max_frame_size,
                                   max_message_size=self.limits.max_message_size,
                                   max_reassembly_bytes=self.limits.max_reassembly_bytes)
         return session_pb2.Frame(hello=hello).SerializeToString()
 
-    def send_welcome(self, measurement: bytes, signer: bytes, enclave_name: str, handshake: bytes = b"") -> bytes:
+    def send_welcome(self, measurement: bytes, signer: bytes, enclave_name: str) -> bytes:
+        """The welcome; with the host's offer and an EnclaveHandshake, it carries the answer and every frame after
+        it is a record. Raises (an AsyloError from the platform) if evidence cannot be made; nothing changes then."""
         self._require_sending(SessionState.HELLO_RECEIVED, Role.ENCLAVE, "welcome")
+        handshake = b""
+        if self._offer and isinstance(self._handshake, EnclaveHandshake):
+            handshake, self._records = self._handshake.answer(self._offer)
         self.state = SessionState.OPEN
         welcome = session_pb2.Welcome(version=PROTOCOL_VERSION, measurement=measurement, signer=signer,
                                       enclave_name=enclave_name, handshake=handshake,
@@ -260,6 +282,17 @@ class Session:
             # come and go (or are refused) never add up to a violation.
             del self._stacks[thread]
 
+    @property
+    def encrypted(self) -> bool:
+        """True once the handshake succeeded: every frame from here on is a record."""
+        return self._records is not None
+
+    def seal(self, frame: bytes) -> bytes:
+        """The record to write for `frame` (the frame itself before or without a handshake). The transport calls
+        this for every frame it writes after the hello/welcome, in exactly the order it writes them."""
+        records = self._records
+        return frame if records is None else records.sealer.seal(frame)
+
     # -- receiving -----------------------------------------------------------------------------------------------
 
     def receive(self, data: bytes | memoryview) -> list[Event]:
@@ -270,6 +303,12 @@ class Session:
             if len(data) > self.limits.max_frame_size + FRAGMENT_OVERHEAD:
                 raise _violation(f"a frame of {len(data)} bytes exceeds max_frame_size "
                                  f"({self.limits.max_frame_size})", StatusCode.RESOURCE_EXHAUSTED)
+            if self._records is not None:
+                try:
+                    data = self._records.opener.open(data)
+                except RecordError as exc:
+                    raise _violation(f"a record failed authentication ({exc.message}): the stream was altered, "
+                                     f"replayed or reordered", StatusCode.DATA_LOSS) from None
             fragment = decode_fragment(data)
             if fragment is not None:  # the bulk of a large payload: decoded without protobuf's copies
                 self._require_open_for("fragment")
@@ -357,6 +396,12 @@ class Session:
         # Both sides use the smaller limits: each then sends only frames and messages the other accepts.
         frame_size, message_size, reassembly = map(min, self._offered_limits(hello), self._own_limits())
         self._adopt_limits(frame_size, message_size, reassembly)
+        if hello.handshake:
+            try:
+                check_offer(hello.handshake)
+            except InvalidArgumentError as exc:
+                raise _violation(exc.message, StatusCode.INVALID_ARGUMENT) from None
+        self._offer = hello.handshake
         self.state = SessionState.HELLO_RECEIVED
         return HelloReceived(hello.version, hello.token, hello.load_config, hello.handshake)
 
@@ -366,10 +411,16 @@ class Session:
         if any(theirs > ours for theirs, ours in zip(offered, self._own_limits(), strict=True)):
             raise _violation(f"the welcome raised the limits above what we asked for (frames {frame_size}, "
                              f"messages {message_size}, reassembly {reassembly})", StatusCode.FAILED_PRECONDITION)
+        identity: object = None
+        if isinstance(self._handshake, HostHandshake):
+            try:
+                self._records, identity = self._handshake.finish(welcome.handshake)
+            except AsyloError as exc:  # AttestationError, or the verifier's own failure
+                raise _violation(f"attestation failed: {exc.message}", StatusCode.UNAUTHENTICATED) from None
         self._adopt_limits(frame_size, message_size, reassembly)
         self.state = SessionState.OPEN
         return WelcomeReceived(welcome.version, welcome.measurement, welcome.signer, welcome.enclave_name,
-                               welcome.handshake)
+                               welcome.handshake, identity)
 
     def _adopt_limits(self, frame_size: int, message_size: int, reassembly: int) -> None:
         message_size = max(message_size, frame_size)

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
+from asylo.identity import Platform, SealPolicy
 from asylo.primitives.interfaces import EnclaveRuntime, ExitCallPort
 from asylo.primitives.named import MAX_CALL_NAME, call_name_bytes
 from asylo.primitives.selectors import check_user_selector
 from asylo.proto.enclave_pb2 import EnclaveConfig, EnclaveFinal, EnclaveInput, EnclaveOutput
 from asylo.status import UnimplementedError
+from asylo.trusted import sealing
 
 if TYPE_CHECKING:
     from asylo.trusted.host_calls import HostCalls
@@ -40,7 +42,8 @@ class EnclaveAbort(BaseException):
 class TrustedApplication:
     """Base class of an enclave's trusted code (Asylo's TrustedApplication).
 
-    Override `initialize`, `run` and `finalize` as needed. `self.host` makes host calls; it is set before
+    Override `initialize`, `run` and `finalize` as needed. `self.host` makes host calls and `self.platform` is the
+    platform the enclave runs on (its identity and sealing keys; None where there is none); both are set before
     `initialize` runs. The class is instantiated inside the enclave, with no arguments.
     """
 
@@ -50,6 +53,7 @@ class TrustedApplication:
     _asylo_entry_selectors: ClassVar[dict[int, str]] = {}
 
     host: HostCalls
+    platform: Platform | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,12 +83,27 @@ class TrustedApplication:
         """Stop the enclave now: this call fails with ABORTED and every later call with UNAVAILABLE."""
         raise EnclaveAbort(reason)
 
+    def seal(self, data: bytes, policy: SealPolicy = SealPolicy.MEASUREMENT, aad: bytes = b"") -> bytes:
+        """Encrypt `data` so that only this enclave (MEASUREMENT: this exact build) or its signer's enclaves (SIGNER:
+        same signer, product id and debug setting, this SVN or later) on this platform can `unseal` it.
+
+        The blob is safe to hand to the host (`self.host.store_sealed`). `aad` is authenticated, not stored: give the
+        same bytes to `unseal`. Data over `asylo.trusted.sealing.MAX_SEAL_DATA_SIZE` is INVALID_ARGUMENT; an enclave
+        without a platform gets FAILED_PRECONDITION. The format and the key derivation: `asylo.trusted.sealing`.
+        """
+        return sealing.seal(self.platform, data, policy, aad)
+
+    def unseal(self, blob: bytes, aad: bytes = b"") -> bytes:
+        """The data `seal` put in `blob`. PERMISSION_DENIED if the blob was sealed for another identity or by a
+        higher SVN; DATA_LOSS if it does not authenticate (altered, another `aad`, another platform, not a blob)."""
+        return sealing.unseal(self.platform, blob, aad)
+
     @classmethod
-    def enclave_runtime(cls, host: ExitCallPort) -> EnclaveRuntime:
+    def enclave_runtime(cls, host: ExitCallPort, platform: Platform | None = None) -> EnclaveRuntime:
         """The hook an enclave loader calls to start this application's runtime (see asylo.primitives)."""
         from asylo.trusted.runtime import TrustedRuntime  # noqa: PLC0415 - runtime imports this module
 
-        return TrustedRuntime(cls, host)
+        return TrustedRuntime(cls, host, platform)
 
 
 @overload

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
+from asylo.identity import Platform
 from asylo.primitives import selectors
 from asylo.primitives.extents import MessageReader, as_extents
 from asylo.primitives.interfaces import ExitCallPort
@@ -55,8 +56,11 @@ def _parse(message_type: type[_M], extents: Sequence[bytes], what: str) -> _M:
 class TrustedRuntime:
     """One enclave's trusted runtime: the `EnclaveRuntime` a backend drives."""
 
-    def __init__(self, app_class: type[TrustedApplication], host: ExitCallPort) -> None:
+    def __init__(self, app_class: type[TrustedApplication], host: ExitCallPort,
+                 platform: Platform | None = None) -> None:
         self._app_class = app_class
+        #: The platform the enclave runs on: its attested identity and its sealing keys (None: no platform).
+        self.platform = platform
         self._host = HostCalls(host)
         self._app: TrustedApplication | None = None
         self._state = LifecycleState.UNINITIALIZED
@@ -115,6 +119,7 @@ class TrustedRuntime:
         try:
             app = self._app_class()
             app.host = self._host
+            app.platform = self.platform
             app.initialize(config)
         except BaseException:
             with self._lock:
