@@ -637,12 +637,36 @@ def test_measurement_policy_binds_the_measurement(platform_key: SimPlatformKey) 
 
 
 def test_signer_policy_survives_an_upgrade(platform_key: SimPlatformKey) -> None:
-    base = seal_key(platform_key, SealPolicy.SIGNER, ident())
+    base = seal_key(platform_key, SealPolicy.SIGNER, ident())  # SVN 3
     upgrade = ident(measurement=M2, svn=4)
-    assert seal_key(platform_key, SealPolicy.SIGNER, upgrade) == base
+    # Another build of the signer's at the same SVN gets the same key; an upgrade gets the old SVN's key on request.
+    assert seal_key(platform_key, SealPolicy.SIGNER, ident(measurement=M2)) == base
+    assert platform_key.platform(upgrade).sealing_key(SealPolicy.SIGNER, upgrade, svn=3) == base
+    assert seal_key(platform_key, SealPolicy.SIGNER, upgrade) != base  # its own SVN's key is its own
     assert seal_key(platform_key, SealPolicy.MEASUREMENT, upgrade) != seal_key(
         platform_key, SealPolicy.MEASUREMENT, ident()
     )
+
+
+def test_signer_keys_bind_the_svn_and_a_higher_svns_key_is_refused(platform_key: SimPlatformKey) -> None:
+    identity = ident(svn=3)
+    platform = platform_key.platform(identity)
+    keys = {svn: platform.sealing_key(SealPolicy.SIGNER, identity, svn=svn) for svn in (0, 1, 2, 3)}
+    assert len(set(keys.values())) == 4  # one key per SVN
+    assert platform.sealing_key(SealPolicy.SIGNER, identity) == keys[3]  # the default: the enclave's own SVN
+    for higher in (4, 2**32 - 1):
+        with pytest.raises(PermissionDeniedError, match=f"SVN {higher} is not available to this enclave \\(SVN 3"):
+            platform.sealing_key(SealPolicy.SIGNER, identity, svn=higher)
+    for bad in (-1, 2**32, True, "1", 1.0):
+        with pytest.raises(InvalidArgumentError, match="svn must be an integer"):
+            platform.sealing_key(SealPolicy.SIGNER, identity, svn=bad)  # type: ignore[arg-type]
+
+
+def test_measurement_keys_ignore_the_svn_argument(platform_key: SimPlatformKey) -> None:
+    platform = platform_key.platform(ident())
+    base = platform.sealing_key(SealPolicy.MEASUREMENT, ident())
+    assert platform.sealing_key(SealPolicy.MEASUREMENT, ident(), svn=0) == base
+    assert platform.sealing_key(SealPolicy.MEASUREMENT, ident(), svn=9) == base
 
 
 @pytest.mark.parametrize(
@@ -665,6 +689,24 @@ def test_sealing_keys_only_for_the_platforms_own_enclave(platform_key: SimPlatfo
     platform = platform_key.platform(ident())
     with pytest.raises(PermissionDeniedError, match="only for the enclave this platform runs"):
         platform.sealing_key(SealPolicy.SIGNER, ident(measurement=M2))
+
+
+ENCLAVE_PLATFORM_API = {"evidence", "identity", "kind", "sealing_key"}
+
+
+def test_the_enclaves_platform_offers_no_way_to_the_root(platform_key: SimPlatformKey) -> None:
+    platform = platform_key.platform(ident())
+    assert not hasattr(platform, "key")
+    assert not hasattr(platform, "platform")
+    assert {name for name in dir(platform) if not name.startswith("_")} == ENCLAVE_PLATFORM_API
+    for name in ENCLAVE_PLATFORM_API:
+        assert not isinstance(getattr(platform, name), SimPlatformKey)
+    # Slots only: nothing can be hung on it, and the class cannot be rebuilt without the key it does not give out.
+    assert not hasattr(platform, "__dict__")
+    with pytest.raises(InvalidArgumentError, match="SimPlatformKey"):
+        type(platform)(platform, ident(measurement=M2))  # type: ignore[arg-type]
+    with pytest.raises(PermissionDeniedError):
+        platform.sealing_key(SealPolicy.MEASUREMENT, ident(measurement=M2))
 
 
 def test_in_memory_keys_are_independent() -> None:

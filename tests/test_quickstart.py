@@ -215,7 +215,9 @@ def test_the_signer_policy_lets_the_signers_next_build_decrypt(tmp_path: Path) -
     first = runner.invoke(cli, ["quickstart", "--message", "for every build", "--key-store", str(keys),
                                 "--seal-policy", "signer", "--backend", "sim"])
     assert first.exit_code == 0, first.output
-    ciphertext_hex = _encrypted_hex(first.output)
+    # The demo says out loud that its signing key sits next to the sealed key.
+    assert "anyone with that directory can build an enclave that unseals it" in first.stderr
+    ciphertext_hex = _encrypted_hex(first.stdout)
     next_build = _modified_quickstart(tmp_path, keys / "quickstart-signer.pem")
     result = runner.invoke(cli, ["quickstart", "--decrypt", ciphertext_hex, "--key-store", str(keys),
                                  "--backend", "sim", "--image", str(next_build)])

@@ -3,6 +3,7 @@ tampering; and the host's sealed-blob store, which only ever holds sealed bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
@@ -10,7 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import asylo
 from asylo.host.sealed_store import SealedBlobStore, check_sealed_name
@@ -25,6 +28,7 @@ from asylo.trusted.sealing import (
     NONCE_SIZE,
     SALT_SIZE,
     TAG_SIZE,
+    _blob_key,
     parse_header,
     seal,
     unseal,
@@ -248,8 +252,9 @@ def test_every_header_field_is_authenticated(platform: SimPlatform) -> None:
     lowered = blob[:svn_at] + (header.svn - 1).to_bytes(4, "big") + blob[svn_at + 4:]
     with pytest.raises(asylo.DataLossError, match="does not authenticate"):
         unseal(platform, lowered)
-    with pytest.raises(asylo.DataLossError, match="version 2 is not supported"):
-        unseal(platform, blob[:4] + b"\x00\x02" + blob[6:])
+    for old_or_unknown in (1, 3):  # version 1 derived SIGNER keys without the SVN
+        with pytest.raises(asylo.DataLossError, match=f"version {old_or_unknown} is not supported"):
+            unseal(platform, blob[:4] + old_or_unknown.to_bytes(2, "big") + blob[6:])
     with pytest.raises(asylo.DataLossError, match="unknown policy code 9"):
         unseal(platform, blob[:6] + b"\x09" + blob[7:])
     # A header rewritten to name another enclave is refused before any decryption.
@@ -257,6 +262,70 @@ def test_every_header_field_is_authenticated(platform: SimPlatform) -> None:
     with pytest.raises(asylo.PermissionDeniedError, match=r"sealed \(measurement policy\) for measurement 0000"):
         unseal(platform, other)
     assert unseal(platform, blob) == SECRET
+
+
+def platforms_at_svns(sealing_image: asylo.VerifiedImage, *svns: int) -> list[SimPlatform]:
+    """The sealing enclave at each SVN (another build each, as a new SVN is), on one platform."""
+    key, identity = SimPlatformKey.generate(), EnclaveIdentity.from_image(sealing_image)
+    return [key.platform(dataclasses.replace(identity, svn=svn, measurement=bytes([svn]) * 32)) for svn in svns]
+
+
+def test_an_older_enclave_cannot_get_a_newer_blobs_key_at_all(sealing_image: asylo.VerifiedImage) -> None:
+    old, new = platforms_at_svns(sealing_image, 1, 2)
+    blob = seal(new, SECRET, SealPolicy.SIGNER)
+    header, size = parse_header(blob)
+    assert header.svn == 2
+    # Asking the platform directly for the blob's key is refused: rollback protection is in the key derivation.
+    with pytest.raises(asylo.PermissionDeniedError, match="SVN 2 is not available to this enclave \\(SVN 1\\)"):
+        old.sealing_key(SealPolicy.SIGNER, old.identity, svn=2)
+    # An old runtime that skips the SVN check and uses every key it can get, with the blob's salt, reads nothing.
+    for svn in (0, 1):
+        assert old.sealing_key(SealPolicy.SIGNER, old.identity, svn=svn) != new.sealing_key(SealPolicy.SIGNER,
+                                                                                             new.identity)
+        key = _blob_key(old, dataclasses.replace(header, svn=svn))
+        with pytest.raises(InvalidTag):
+            AESGCM(key).decrypt(header.nonce, blob[size:], blob[:size])
+    with pytest.raises(asylo.PermissionDeniedError, match="rollback refused"):
+        unseal(old, blob)
+    # Nor does rewriting the header's SVN down to the old enclave's help: that blob's key is another.
+    svn_at = size - NONCE_SIZE - SALT_SIZE - 4
+    with pytest.raises(asylo.DataLossError, match="does not authenticate"):
+        unseal(old, blob[:svn_at] + (1).to_bytes(4, "big") + blob[svn_at + 4:])
+    assert unseal(new, blob) == SECRET
+
+
+def test_an_upgraded_enclave_reads_what_older_versions_sealed(sealing_image: asylo.VerifiedImage) -> None:
+    v0, v1, v2 = platforms_at_svns(sealing_image, 0, 1, 2)
+    for older in (v0, v1):
+        blob = seal(older, SECRET, SealPolicy.SIGNER, aad=b"a")
+        assert unseal(v2, blob, aad=b"a") == SECRET
+        assert unseal(older, blob, aad=b"a") == SECRET
+    assert unseal(v1, seal(v0, SECRET, SealPolicy.SIGNER)) == SECRET
+
+
+class PlatformProbeApp(TrustedApplication):
+    @entry_point
+    def probe(self) -> bytes:
+        assert self.platform is not None
+        return " ".join(sorted(name for name in dir(self.platform) if not name.startswith("_"))).encode()
+
+    @entry_point
+    def reach_root(self) -> bytes:
+        # What enclave A would do to read enclave B's MEASUREMENT blobs: make B's platform from the root key.
+        assert self.platform is not None
+        other = dataclasses.replace(self.platform.identity, measurement=bytes(32))
+        key: bytes = self.platform.key.platform(other).sealing_key(SealPolicy.MEASUREMENT, other)
+        return key
+
+
+def test_the_platform_enclave_code_sees_has_no_way_to_the_root(platform: SimPlatform) -> None:
+    runtime = TrustedRuntime(PlatformProbeApp, NoHost(), platform)
+    runtime.enter(selectors.ENTRY_INITIALIZE, [EnclaveConfig().SerializeToString()])
+    assert not hasattr(runtime.platform, "key")
+    public = runtime.enter(selectors.ENTRY_CALL_NAMED, [b"probe"])
+    assert public == [b"evidence identity kind sealing_key"]
+    with pytest.raises(AttributeError, match="key"):
+        runtime.enter(selectors.ENTRY_CALL_NAMED, [b"reach_root"])
 
 
 def test_blobs_of_another_platform_kind_are_refused(platform: SimPlatform) -> None:

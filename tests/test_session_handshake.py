@@ -169,3 +169,39 @@ def test_a_malformed_offer_ends_the_enclave_session(platform_key: SimPlatformKey
     assert isinstance(ended, SessionEnded) and ended.status.code is StatusCode.INVALID_ARGUMENT
     with pytest.raises(FailedPreconditionError):
         enclave.send_welcome(IDENTITY.measurement, IDENTITY.signer, "demo")
+
+
+def _rewrite(frame_bytes: bytes, change: str) -> bytes:
+    frame = session_pb2.Frame.FromString(frame_bytes)
+    if change == "hello name":
+        frame.hello.load_config.name = "other"
+    elif change == "hello frame size":
+        frame.hello.max_frame_size = 4096
+    elif change == "hello token":
+        frame.hello.token = b"another token 123"
+    elif change == "welcome measurement":
+        frame.welcome.measurement = b"\x99" * 32
+    elif change == "welcome name":
+        frame.welcome.enclave_name = "impostor"
+    elif change == "welcome limits":
+        frame.welcome.max_message_size = 4096
+        frame.welcome.max_frame_size = 4096
+    return frame.SerializeToString()
+
+
+@pytest.mark.parametrize("change", ["hello name", "hello frame size", "hello token", "welcome measurement",
+                                    "welcome name", "welcome limits"])
+def test_a_man_in_the_middle_cannot_rewrite_hello_or_welcome(platform_key: SimPlatformKey, change: str) -> None:
+    host, enclave = host_session(platform_key), enclave_session(platform_key)
+    hello = host.send_hello(b"token" * 4, LOAD_CONFIG)
+    if change.startswith("hello"):
+        hello = _rewrite(hello, change)
+    [received] = enclave.receive(hello)
+    assert not isinstance(received, SessionEnded)
+    welcome = enclave.send_welcome(IDENTITY.measurement, IDENTITY.signer, "demo")
+    if change.startswith("welcome"):
+        welcome = _rewrite(welcome, change)
+    [ended] = host.receive(welcome)
+    assert isinstance(ended, SessionEnded) and ended.status.code is StatusCode.UNAUTHENTICATED, ended
+    assert "report data" in ended.status.message
+    assert not host.is_open

@@ -19,7 +19,8 @@ def platform() -> None:
 @platform.command()
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The simulated platform's state directory (default: $ASYLO_SIM_PLATFORM_DIR, else "
-                   "$XDG_STATE_HOME/asylo/sim-platform). A provision server's is STATE-DIR/sim-platform.")
+                   "$XDG_STATE_HOME/asylo/sim-platform): the one `asylo proxy` and `asylo provision-server` use "
+                   "unless given --platform-state.")
 def show(state_dir: Path | None) -> None:
     """Print the platform's fingerprint: what hosts pass as --trust-platform (or trusted_platforms=) to believe
     evidence from enclaves on this machine. Creates the platform key on first use.

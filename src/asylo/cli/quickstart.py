@@ -285,6 +285,12 @@ def quickstart(message: str | None, decrypt_hex: str | None, key_store: Path | N
                                "TLS, --client-cert/--client-key), and --image: a quickstart image signed by a "
                                "signer the server trusts (asylo keygen, then asylo build)")
     policy = SealPolicy.SIGNER if seal_policy == "signer" else SealPolicy.MEASUREMENT
+    if policy is SealPolicy.SIGNER and key_store is not None and image_path is None:
+        # A demo convenience with a real weakness, said out loud: whoever holds the key store holds the signing key
+        # too, and can build an enclave of that signer that unseals the key.
+        click.echo(f"warning: the signing key is kept in {key_store} next to the sealed key; under the signer "
+                   f"policy anyone with that directory can build an enclave that unseals it. Build the image with "
+                   f"a key kept elsewhere (asylo build) and pass --image.", err=True)
     try:
         store = None if key_store is None else SealedBlobStore(key_store)
         provision = None if provision_server is None else server_provision(provision_server, *connection,

@@ -21,8 +21,10 @@ SEALING_KEY_SIZE = 32
 class SealPolicy(enum.Enum):
     """What a sealing key is bound to, and so who can unseal.
 
-    MEASUREMENT: exactly this build of the enclave. SIGNER: every enclave of this signer and product id (and the
-    same debug setting), so an upgrade to a higher SVN can still read what the old version sealed.
+    MEASUREMENT: exactly this build of the enclave. SIGNER: the enclaves of this signer and product id (and the
+    same debug setting) at a given SVN or later: the key is bound to an SVN, and an enclave may ask for the key of
+    its own SVN or any lower one but never a higher one (as SGX's EGETKEY), so an upgrade can still read what an
+    old version sealed while an old version cannot read what a newer one sealed.
     """
 
     MEASUREMENT = "measurement"
@@ -30,7 +32,14 @@ class SealPolicy(enum.Enum):
 
 
 class Platform(ABC):
-    """One enclave's view of the platform it runs on."""
+    """One enclave's view of the platform it runs on: what the trusted runtime hands to enclave code.
+
+    It offers that one enclave's identity, its evidence and its own sealing keys, and nothing else: no attribute of
+    an implementation may lead to the platform's root secrets or make a platform for another identity (an enclave
+    that could do that could attest as, and unseal the data of, every other enclave on the platform).
+    """
+
+    __slots__ = ()
 
     kind: ClassVar[str]
 
@@ -44,8 +53,14 @@ class Platform(ABC):
         """Serialized `identity_pb2.Evidence` for this enclave carrying `report_data` (exactly 64 bytes)."""
 
     @abstractmethod
-    def sealing_key(self, policy: SealPolicy, identity: EnclaveIdentity) -> bytes:
-        """The 32-byte sealing key for `identity` under `policy`; only the enclave's own identity is allowed."""
+    def sealing_key(self, policy: SealPolicy, identity: EnclaveIdentity, *, svn: int | None = None) -> bytes:
+        """The 32-byte sealing key for `identity` under `policy`; only the enclave's own identity is allowed.
+
+        SIGNER keys are bound to `svn` (default: the enclave's own SVN). A lower SVN than the enclave's own is
+        allowed (an upgraded enclave reads what older versions sealed); a higher one is `PermissionDeniedError`,
+        so an older enclave cannot get the key of what a newer one sealed. MEASUREMENT ignores `svn`: the
+        measurement already covers the SVN.
+        """
 
 
 class PlatformVerifier(ABC):

@@ -5,6 +5,13 @@ derived from a platform secret and the enclave's identity), but its root secrets
 owner can read. It proves that the evidence came from a machine holding that file; it does not protect the
 enclave from that machine. It says SIMULATED wherever it is shown.
 
+Nor is it a boundary between enclaves in one process. `SimPlatform`, the object enclave code gets, offers only its
+enclave's identity, evidence and own sealing keys: it has no public way to the `SimPlatformKey` behind it, or to a
+platform for another identity. But Python cannot isolate objects from code in the same process (private slots,
+the key file and the interpreter's memory are all within reach of code that looks for them), so this is an API
+that does not offer the root, not a protection from hostile enclave code. That takes hardware; the sim platform is
+for development.
+
 The signature covers a domain-separated, length-prefixed encoding of every other field of the evidence (never
 the protobuf bytes, which are not canonical across writers), so a signature made here can mean nothing else.
 """
@@ -29,8 +36,9 @@ from asylo.proto import identity_pb2
 from asylo.status import AttestationError, InvalidArgumentError, PermissionDeniedError
 
 EVIDENCE_DOMAIN = b"asylo-sim-evidence-v1\0"
-SEALING_DOMAIN = b"asylo-sim-sealing-v1\0"
+SEALING_DOMAIN = b"asylo-sim-sealing-v2\0"  # v2: SIGNER keys bind the SVN
 PUBLIC_KEY_SIZE = 32
+_U32_MAX = 2**32 - 1
 SIGNATURE_SIZE = 64
 
 
@@ -80,11 +88,19 @@ class SimPlatformKey:
 
 
 class SimPlatform(Platform):
-    """One enclave on a simulated platform: its evidence and its sealing keys."""
+    """One enclave on a simulated platform: its identity, its evidence and its own sealing keys.
+
+    This is what the trusted runtime hands to enclave code, so it holds the platform key in a private slot and
+    offers no attribute that leads to it (see the module doc for what that does and does not protect).
+    """
+
+    __slots__ = ("_identity", "_key")
 
     kind: ClassVar[str] = SIM_PLATFORM
 
     def __init__(self, key: SimPlatformKey, identity: EnclaveIdentity) -> None:
+        if not isinstance(key, SimPlatformKey):
+            raise InvalidArgumentError(f"a sim platform needs a SimPlatformKey, got {type(key).__name__}")
         if not isinstance(identity, EnclaveIdentity) or identity.platform != SIM_PLATFORM:
             raise InvalidArgumentError(f"a sim platform runs enclaves with platform {SIM_PLATFORM!r} identities")
         self._key = key
@@ -93,10 +109,6 @@ class SimPlatform(Platform):
     @property
     def identity(self) -> EnclaveIdentity:
         return self._identity
-
-    @property
-    def key(self) -> SimPlatformKey:
-        return self._key
 
     def evidence(self, report_data: bytes) -> bytes:
         if not isinstance(report_data, bytes) or len(report_data) != REPORT_DATA_SIZE:
@@ -112,7 +124,7 @@ class SimPlatform(Platform):
         evidence.signature = self._key._sign(signed_payload(evidence))
         return encode_evidence(evidence)
 
-    def sealing_key(self, policy: SealPolicy, identity: EnclaveIdentity) -> bytes:
+    def sealing_key(self, policy: SealPolicy, identity: EnclaveIdentity, *, svn: int | None = None) -> bytes:
         # As with hardware (SGX's EGETKEY), an enclave gets its own keys only: deriving another enclave's key
         # here would let any enclave on the platform unseal every other's data.
         if identity != self._identity:
@@ -124,9 +136,20 @@ class SimPlatform(Platform):
             # The measurement covers the manifest, so product id, SVN and the debug flag are bound as well.
             binding = identity.measurement
         elif policy is SealPolicy.SIGNER:
-            # Not the SVN: a later version must read what an earlier one sealed. The debug flag, always (as SGX
-            # does): a debug build, whose memory its host can read, must never unseal production data.
-            binding = identity.signer + identity.product_id.to_bytes(4, "big") + bytes([identity.debug])
+            key_svn = identity.svn if svn is None else svn
+            if not isinstance(key_svn, int) or isinstance(key_svn, bool) or not 0 <= key_svn <= _U32_MAX:
+                raise InvalidArgumentError(f"sealing key svn must be an integer in 0..{_U32_MAX}, got {svn!r}")
+            if key_svn > identity.svn:
+                # The rollback protection is here, in the key: an old version, perhaps with a known flaw, cannot
+                # derive the key of what a newer version sealed, whatever its own code checks or skips.
+                raise PermissionDeniedError(
+                    f"a SIGNER sealing key for SVN {key_svn} is not available to this enclave (SVN {identity.svn}): "
+                    f"an enclave gets the keys of its own SVN and lower ones only (rollback refused)"
+                )
+            # The SVN, so that each version's key is its own. The debug flag, always (as SGX does): a debug build,
+            # whose memory its host can read, must never unseal production data.
+            binding = (identity.signer + identity.product_id.to_bytes(4, "big") + bytes([identity.debug])
+                       + key_svn.to_bytes(4, "big"))
         else:
             raise InvalidArgumentError(f"unknown seal policy {policy!r}")
         return self._key._derive(SEALING_DOMAIN + policy.value.encode("ascii") + b"\0" + binding)

@@ -75,7 +75,7 @@ class RemoteEnclaveProxyClient:
 
     @classmethod
     def connect(cls, name: str, proxy: ProvisionedProxy, load_config: enclave_pb2.EnclaveLoadConfig,
-                exit_handler: Handler, *, credentials: ClientCredentials, expected_measurement: bytes,
+                exit_handler: Handler, *, credentials: ClientCredentials, expected_measurement: bytes | None,
                 limits: SessionLimits | None = None, connect_timeout: float = 10.0,
                 handshake: HostHandshake | None = None) -> RemoteEnclaveProxyClient:
         """Open the stream to `proxy`, say hello, check the welcome — and with `handshake`, the enclave's evidence,
@@ -100,7 +100,7 @@ class RemoteEnclaveProxyClient:
                                         f"{timeout:.0f} s") from None
 
     async def _open(self, token: bytes, load_config: enclave_pb2.EnclaveLoadConfig, credentials: ClientCredentials,
-                    expected_measurement: bytes, timeout: float) -> None:
+                    expected_measurement: bytes | None, timeout: float) -> None:
         self._channel = credentials.open_channel(self._target, channel_options(self._limits))
         self._call = self._channel.stream_stream(CONNECT_METHOD)()
         context = f"connecting to the enclave's proxy at {self._target}"
@@ -127,9 +127,11 @@ class RemoteEnclaveProxyClient:
             # Proven by the platform's evidence; the welcome's own fields are the proxy's word only.
             self.identity = welcome.identity
             self._measurement, self._signer = welcome.identity.measurement, welcome.identity.signer
+        elif self._link.session.encrypted:
+            raise InternalError(f"{context}: the handshake's verifier did not return an EnclaveIdentity")
         else:
             self._measurement, self._signer = welcome.measurement, welcome.signer
-        if self._measurement != expected_measurement:
+        if expected_measurement is not None and self._measurement != expected_measurement:
             raise PermissionDeniedError(f"{context}: the proxy hosts an enclave with measurement "
                                         f"{self._measurement.hex()}, not the requested {expected_measurement.hex()}")
         self._tasks = [asyncio.create_task(self._read_loop(), name="asylo-remote-read"),

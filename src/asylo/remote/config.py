@@ -68,13 +68,16 @@ class RemoteLoadConfig:
         # Verified here too: the host knows which measurement to demand of the proxy's welcome.
         image = load_image(self.image)
         proxy = self.proxy.provision.provision(Path(self.image))
-        load_config = enclave_pb2.EnclaveLoadConfig(name=name, debug=self.debug, measurement=image.measurement)
+        # The proxy must host exactly this image, unless the host gave an expectation of its own (say, any build
+        # of a signer): then the attested identity decides, and the proxy may host another build.
+        pin = None if self.expectation is not None and self.proxy.attestation else image.measurement
+        load_config = enclave_pb2.EnclaveLoadConfig(name=name, debug=self.debug, measurement=pin or b"")
         credentials = self.proxy.credentials or proxy.credentials
         try:
             credentials.check_target(proxy.target)  # plaintext off loopback: refused before anything else
             return RemoteEnclaveProxyClient.connect(
                 name, proxy, load_config, exit_handler, credentials=credentials,
-                expected_measurement=image.measurement, limits=self.proxy.limits,
+                expected_measurement=pin, limits=self.proxy.limits,
                 connect_timeout=self.proxy.connect_timeout, handshake=self._handshake(image, proxy))
         except BaseException:
             proxy.release()

@@ -101,12 +101,13 @@ class LocalProvision(RemoteProvision):
         self._startup_timeout = startup_timeout
         self._hello_timeout = hello_timeout
         self._python = python
-        # The proxies started here run on this machine's simulated platform, so its key is the one to trust; it is
-        # made on first use (asylo.identity.sim). `platform_state` None: the default place, which they use too.
+        # The proxies started here run on this machine's simulated platform, so its key is the one to trust (made
+        # on first use, when the first proxy is provisioned). `platform_state` None: the default place, which the
+        # proxies use too.
         self._platform_state = platform_state
-        self._platform = SimPlatformKey.load_or_create(platform_state).fingerprint
 
     def provision(self, image_path: Path) -> ProvisionedProxy:
+        platform = SimPlatformKey.load_or_create(self._platform_state).fingerprint
         token = secrets.token_bytes(32)
         args = [self._python, "-m", "asylo", "proxy", "--image", os.fspath(image_path), "--listen", "127.0.0.1:0",
                 "--token-stdin", "--exit-with-parent", "--hello-timeout", str(self._hello_timeout)]
@@ -121,7 +122,7 @@ class LocalProvision(RemoteProvision):
             proxy.release()
             raise
         return ProvisionedProxy(f"127.0.0.1:{port}", token, self._credentials, proxy.release, proxy.pid,
-                                (self._platform,))
+                                (platform,))
 
 
 class DirectProvision(RemoteProvision):

@@ -108,6 +108,14 @@ class ProtocolViolation(Exception):  # noqa: N818 - internal control flow, never
         self.status = Status(code, f"protocol violation: {message}")
 
 
+def _welcome_fields(welcome: session_pb2.Welcome) -> bytes:
+    """The welcome without its handshake, deterministically encoded: what the handshake's transcript covers of it."""
+    fields = session_pb2.Welcome()
+    fields.CopyFrom(welcome)
+    fields.ClearField("handshake")
+    return fields.SerializeToString(deterministic=True)
+
+
 def _violation(message: str, code: StatusCode = StatusCode.INTERNAL) -> ProtocolViolation:
     return ProtocolViolation(code, message)
 
@@ -133,6 +141,8 @@ class Session:
         self.role = role
         self._handshake = handshake
         self._offer = b""
+        # The hello frame exactly as sent or received: the handshake's transcript covers all of it.
+        self._hello_frame = b""
         self._records: RecordChannel | None = None
         self.limits = limits or SessionLimits()
         self.state = SessionState.IDLE if role is Role.HOST else SessionState.AWAITING_HELLO
@@ -155,21 +165,21 @@ class Session:
                                   handshake=handshake, max_frame_size=self.limits.max_frame_size,
                                   max_message_size=self.limits.max_message_size,
                                   max_reassembly_bytes=self.limits.max_reassembly_bytes)
-        return session_pb2.Frame(hello=hello).SerializeToString()
+        self._hello_frame = session_pb2.Frame(hello=hello).SerializeToString()
+        return self._hello_frame
 
     def send_welcome(self, measurement: bytes, signer: bytes, enclave_name: str) -> bytes:
         """The welcome; with the host's offer and an EnclaveHandshake, it carries the answer and every frame after
         it is a record. Raises (an AsyloError from the platform) if evidence cannot be made; nothing changes then."""
         self._require_sending(SessionState.HELLO_RECEIVED, Role.ENCLAVE, "welcome")
-        handshake = b""
-        if self._offer and isinstance(self._handshake, EnclaveHandshake):
-            handshake, self._records = self._handshake.answer(self._offer)
-        self.state = SessionState.OPEN
         welcome = session_pb2.Welcome(version=PROTOCOL_VERSION, measurement=measurement, signer=signer,
-                                      enclave_name=enclave_name, handshake=handshake,
-                                      max_frame_size=self.limits.max_frame_size,
+                                      enclave_name=enclave_name, max_frame_size=self.limits.max_frame_size,
                                       max_message_size=self.limits.max_message_size,
                                       max_reassembly_bytes=self.limits.max_reassembly_bytes)
+        if self._offer and isinstance(self._handshake, EnclaveHandshake):
+            welcome.handshake, self._records = self._handshake.answer(self._offer, self._hello_frame,
+                                                                      _welcome_fields(welcome))
+        self.state = SessionState.OPEN
         return session_pb2.Frame(welcome=welcome).SerializeToString()
 
     def send_call(self, call: Call) -> list[bytes]:
@@ -313,7 +323,10 @@ class Session:
             if fragment is not None:  # the bulk of a large payload: decoded without protobuf's copies
                 self._require_open_for("fragment")
                 return self._receive_fragment(*fragment)
-            return self._receive_frame(self._parse(data))
+            frame = self._parse(data)
+            if frame.WhichOneof("kind") == "hello":
+                self._hello_frame = bytes(data)
+            return self._receive_frame(frame)
         except ProtocolViolation as violation:
             return [self._fail(violation.status)]
 
@@ -414,7 +427,8 @@ class Session:
         identity: object = None
         if isinstance(self._handshake, HostHandshake):
             try:
-                self._records, identity = self._handshake.finish(welcome.handshake)
+                self._records, identity = self._handshake.finish(welcome.handshake, self._hello_frame,
+                                                                 _welcome_fields(welcome))
             except AsyloError as exc:  # AttestationError, or the verifier's own failure
                 raise _violation(f"attestation failed: {exc.message}", StatusCode.UNAUTHENTICATED) from None
         self._adopt_limits(frame_size, message_size, reassembly)

@@ -2,11 +2,16 @@
 session keys that only they hold.
 
     host                                              enclave
-    key share H, nonce N      -- Hello(H, N) -->
-                                                      key share E; T = transcript(H, N, E)
-                              <-- Welcome(E, evidence(report data = T)) --
+    key share H, nonce N      -- Hello(token, load config, limits, H, N) -->
+                                                      key share E; T = transcript(hello, E, welcome fields)
+                              <-- Welcome(measurement, signer, name, limits; E, evidence(report data = T)) --
     verify evidence: trusted platform, expected identity, report data == T (so: fresh, and bound to H and E)
     both: keys = HKDF(X25519(H, E), salt = T) -> one AES-256-GCM key per direction
+
+The transcript covers the whole hello frame as sent (token, load config, limits, H, N) and every field of the
+welcome but the handshake itself (measurement, signer, name, negotiated limits; deterministically encoded), so a
+man in the middle who rewrites any of them makes the evidence fail to verify rather than, say, shrinking the
+session's limits or misnaming the enclave.
 
 The evidence proves that a genuine enclave with the stated identity made key share E for this very hello: a proxy
 in the middle could replay old evidence, but not for its own key share and the host's fresh nonce. Verifying is
@@ -42,9 +47,14 @@ Verify = Callable[[bytes, bytes], object]
 Attest = Callable[[bytes], bytes]
 
 
-def transcript_hash(host_share: bytes, nonce: bytes, enclave_share: bytes) -> bytes:
-    """The 64 bytes the evidence's report data must equal: SHA-512 over both key shares and the host's nonce."""
-    return hashlib.sha512(_DOMAIN + host_share + nonce + enclave_share).digest()
+def transcript_hash(hello_frame: bytes, enclave_share: bytes, welcome_fields: bytes) -> bytes:
+    """The 64 bytes the evidence's report data must equal: SHA-512 over the hello frame (which holds the host's key
+    share and nonce), the enclave's key share and the welcome's other fields, each length-prefixed."""
+    digest = hashlib.sha512(_DOMAIN)
+    for part in (hello_frame, enclave_share, welcome_fields):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.digest()
 
 
 def session_keys(shared_secret: bytes, transcript: bytes) -> SessionKeys:
@@ -64,7 +74,7 @@ class HostHandshake:
         """The hello's handshake field."""
         return session_pb2.HandshakeHello(key_share=self._share.public, nonce=self._nonce).SerializeToString()
 
-    def finish(self, answer: bytes) -> tuple[RecordChannel, object]:
+    def finish(self, answer: bytes, hello_frame: bytes, welcome_fields: bytes) -> tuple[RecordChannel, object]:
         """Check the welcome's handshake field; the host's records and the verified identity, or AttestationError."""
         if not answer:
             raise AttestationError("the proxy did not attest the enclave (its welcome has no evidence); it may be "
@@ -75,7 +85,7 @@ class HostHandshake:
             raise AttestationError(f"the enclave's handshake is malformed: {exc.message}") from None
         if len(welcome.key_share) != KEY_SHARE_SIZE or not welcome.evidence:
             raise AttestationError("the enclave's handshake is malformed")
-        transcript = transcript_hash(self._share.public, self._nonce, welcome.key_share)
+        transcript = transcript_hash(hello_frame, welcome.key_share, welcome_fields)
         identity = self._verify(welcome.evidence, transcript)
         try:
             shared = self._share.exchange(welcome.key_share)
@@ -90,12 +100,12 @@ class EnclaveHandshake:
     def __init__(self, attest: Attest) -> None:
         self._attest = attest
 
-    def answer(self, offer: bytes) -> tuple[bytes, RecordChannel]:
+    def answer(self, offer: bytes, hello_frame: bytes, welcome_fields: bytes) -> tuple[bytes, RecordChannel]:
         """The welcome's handshake field and the enclave's records; InvalidArgumentError for a malformed offer."""
         hello = check_offer(offer)
         share = KeyShare.generate()
         shared = share.exchange(hello.key_share)
-        transcript = transcript_hash(hello.key_share, hello.nonce, share.public)
+        transcript = transcript_hash(hello_frame, share.public, welcome_fields)
         evidence = self._attest(transcript)
         answer = session_pb2.HandshakeWelcome(key_share=share.public, evidence=evidence).SerializeToString()
         return answer, session_keys(shared, transcript).for_enclave()

@@ -43,8 +43,9 @@ class TrustedApplication:
     """Base class of an enclave's trusted code (Asylo's TrustedApplication).
 
     Override `initialize`, `run` and `finalize` as needed. `self.host` makes host calls and `self.platform` is the
-    platform the enclave runs on (its identity and sealing keys; None where there is none); both are set before
-    `initialize` runs. The class is instantiated inside the enclave, with no arguments.
+    platform the enclave runs on (None where there is none): its `identity`, `kind`, `evidence(report_data)` and its
+    own `sealing_key(...)`, never the platform's root or another enclave's keys. Both are set before `initialize`
+    runs. The class is instantiated inside the enclave, with no arguments.
     """
 
     #: Named entry points of this class and its bases: name -> method name.
@@ -85,7 +86,8 @@ class TrustedApplication:
 
     def seal(self, data: bytes, policy: SealPolicy = SealPolicy.MEASUREMENT, aad: bytes = b"") -> bytes:
         """Encrypt `data` so that only this enclave (MEASUREMENT: this exact build) or its signer's enclaves (SIGNER:
-        same signer, product id and debug setting, this SVN or later) on this platform can `unseal` it.
+        same signer, product id and debug setting, this SVN or later: the key is bound to this SVN) on this
+        platform can `unseal` it.
 
         The blob is safe to hand to the host (`self.host.store_sealed`). `aad` is authenticated, not stored: give the
         same bytes to `unseal`. Data over `asylo.trusted.sealing.MAX_SEAL_DATA_SIZE` is INVALID_ARGUMENT; an enclave

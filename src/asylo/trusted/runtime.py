@@ -59,7 +59,8 @@ class TrustedRuntime:
     def __init__(self, app_class: type[TrustedApplication], host: ExitCallPort,
                  platform: Platform | None = None) -> None:
         self._app_class = app_class
-        #: The platform the enclave runs on: its attested identity and its sealing keys (None: no platform).
+        #: The platform the enclave runs on (None: no platform), as enclave code sees it: its identity, evidence
+        #: and own sealing keys only, never the platform's root (see asylo.identity.Platform).
         self.platform = platform
         self._host = HostCalls(host)
         self._app: TrustedApplication | None = None

@@ -5,16 +5,16 @@ platform, can read it again — the way an enclave keeps secrets on an untrusted
     blob = self.seal(key, SealPolicy.SIGNER, aad=b"db-key")   # any build of this signer + product id
     key = self.unseal(blob, aad=b"db-key")
 
-The blob (version 1; integers big-endian) is self-describing, so `unseal` needs nothing but the blob:
+The blob (version 2; integers big-endian) is self-describing, so `unseal` needs nothing but the blob:
 
     magic        4   b"ASLD"
-    version      2   1
+    version      2   2 (version 1 derived SIGNER keys without the SVN; its blobs no longer open)
     policy       1   1 = MEASUREMENT, 2 = SIGNER
     platform   1+n   n (1..32), then the platform kind in ASCII ("sim")
     binding          the identity fields the sealing key is bound to:
                        MEASUREMENT: measurement (32)
                        SIGNER:      signer (32) || product id (u32) || debug (u8)
-    svn          4   the sealing enclave's SVN
+    svn          4   the sealing enclave's SVN (SIGNER: the SVN the key is bound to)
     salt        32   random, this blob's HKDF salt
     nonce       12   random, the AES-GCM nonce
     ciphertext || 16-byte tag
@@ -22,30 +22,35 @@ The blob (version 1; integers big-endian) is self-describing, so `unseal` needs 
 Everything up to the nonce is the header. It is authenticated, not encrypted: the AES-GCM AAD is header || the
 caller's aad, so changing the policy, the binding, the SVN, the salt or the nonce makes the blob fail to open.
 
-**A key per blob.** The key that encrypts is HKDF-SHA256(ikm = the platform's sealing key for the policy and this
-enclave's own identity, salt = the blob's 32 random bytes, info = "asylo-seal-v1" || policy), used for one blob
-only. The platform's sealing key is long-lived: used directly with random 96-bit nonces it would be good for about
-2**32 blobs before a nonce collision (which in GCM gives away the authentication key) becomes a real risk. With a
-fresh key per blob each GCM key encrypts exactly one message, so no number of blobs ever brings two under one key
-and nonce, and the platform key itself never meets AES (key separation). The price is 32 bytes per blob. The salt,
-not the nonce, separates the keys: 256 random bits leave no birthday bound worth counting.
+**A key per blob.** The key that encrypts is HKDF-SHA256(ikm = the platform's sealing key for the policy, this
+enclave's own identity and the header's SVN, salt = the blob's 32 random bytes, info = "asylo-seal-v2" || policy),
+used for one blob only. `seal` asks the platform for the key of the enclave's own SVN; `unseal` for the key of the
+blob's SVN, which the platform gives only if it is not above the enclave's own (MEASUREMENT keys ignore the SVN: the
+measurement covers it). The platform's sealing key is long-lived: used directly with random 96-bit nonces it would
+be good for about 2**32 blobs before a nonce collision (which in GCM gives away the authentication key) becomes a
+real risk. With a fresh key per blob each GCM key encrypts exactly one message, so no number of blobs ever brings
+two under one key and nonce, and the platform key itself never meets AES (key separation). The price is 32 bytes per
+blob. The salt, not the nonce, separates the keys: 256 random bits leave no birthday bound worth counting.
 
 **What unseal refuses, and how.** Checked on the header, before any decryption, so the answer is precise:
 `PermissionDeniedError` for a well-formed blob that is not this enclave's to read — sealed for another measurement
 (MEASUREMENT), another signer, product id or debug setting (SIGNER), another platform kind, or by an enclave with a
 higher SVN than this one (no rollback: an old version, perhaps with a known flaw, does not get what a newer version
-sealed). Forging the header does not get around this: the key comes from *this* enclave's identity, so a blob
-whose header was rewritten to name us fails to authenticate. `DataLossError` for everything that does not
-authenticate or is not a blob at all: altered bytes, a wrong aad, a blob from another machine's platform (another
-root secret, indistinguishable from tampering by design), garbage, truncation, an unknown version, over the size
-bound. Callers' mistakes on `seal` (data too large, not bytes) are `InvalidArgumentError`; an enclave without a
-platform gets `FailedPreconditionError` from both.
+sealed). Forging the header does not get around this: the key comes from *this* enclave's identity and the header's
+SVN, so a blob whose header was rewritten to name us, or to lower its SVN, fails to authenticate. `DataLossError`
+for everything that does not authenticate or is not a blob at all: altered bytes, a wrong aad, a blob from another
+machine's platform (another root secret, indistinguishable from tampering by design), garbage, truncation, an
+unknown version, over the size bound. Callers' mistakes on `seal` (data too large, not bytes) are
+`InvalidArgumentError`; an enclave without a platform gets `FailedPreconditionError` from both.
 
-**Limits.** The SVN check is the runtime's: the simulated platform derives one SIGNER key for every SVN, so an older
-runtime that skipped the check could read newer blobs (hardware that derives keys per SVN, as SGX does, enforces it
-in the key itself). Sealing does not stop the host from deleting a blob, from returning an older blob of the same
-name (replay), or from returning one name's blob for another; bind the name with `aad` (as the quickstart does) to
-refuse the swap, and keep a version counter inside the sealed data where replay matters.
+**Rollback is refused in the key, not only here.** The SVN check above only gives the precise error: the
+platform binds each SIGNER key to an SVN and refuses the key of an SVN above the enclave's own (as SGX's EGETKEY
+does), so an older enclave whose code skipped the check still cannot derive a newer blob's key.
+
+**Limits.** The simulated platform enforces that through its API only: it is not a boundary against code in the same
+process (see asylo.identity.sim). Sealing does not stop the host from deleting a blob, from returning an older blob
+of the same name (replay), or from returning one name's blob for another; bind the name with `aad` (as the
+quickstart does) to refuse the swap, and keep a version counter inside the sealed data where replay matters.
 """
 
 from __future__ import annotations
@@ -70,12 +75,12 @@ from asylo.status import (
 )
 
 MAGIC = b"ASLD"
-SEALED_BLOB_VERSION = 1
+SEALED_BLOB_VERSION = 2
 SALT_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
 _KEY_SIZE = 32  # AES-256 only: one key size, nothing to negotiate
-_KEY_INFO = b"asylo-seal-v1\0"
+_KEY_INFO = b"asylo-seal-v2\0"
 _MAX_PLATFORM_KIND = 32  # platform kinds are short protocol names (see asylo.identity.identity)
 
 _POLICY_CODES = {SealPolicy.MEASUREMENT: 1, SealPolicy.SIGNER: 2}
@@ -159,7 +164,7 @@ def unseal(platform: Platform | None, blob: Bytes, aad: Bytes = b"") -> bytes:
                             b"", b"")
         raise PermissionDeniedError(f"the blob was sealed ({header.policy.value} policy) for {header.describe()}; "
                                     f"this enclave is {mine.describe()}")
-    if header.svn > identity.svn:
+    if header.svn > identity.svn:  # the platform refuses this key too: here for the precise error
         raise PermissionDeniedError(f"the blob was sealed by SVN {header.svn}, this enclave is SVN {identity.svn}: "
                                     f"an older version may not read what a newer one sealed (rollback refused)")
     try:
@@ -250,6 +255,7 @@ def _bytes(value: object, what: str, limit: int, error: type[AsyloError]) -> byt
 
 
 def _blob_key(platform: Platform, header: SealedHeader) -> bytes:
-    root = platform.sealing_key(header.policy, platform.identity)
+    # The header's SVN: the own SVN when sealing, the blob's when unsealing (refused by the platform if higher).
+    root = platform.sealing_key(header.policy, platform.identity, svn=header.svn)
     info = _KEY_INFO + header.policy.value.encode("ascii")
     return HKDF(algorithm=hashes.SHA256(), length=_KEY_SIZE, salt=header.salt, info=info).derive(root)
