@@ -249,8 +249,10 @@ def _measure_encryption(settings: BenchSettings, raw: RawEchoClient, attested: R
 
         def one_round(size: int = size, calls: int = calls, without: Series = without,
                       with_records: Series = with_records) -> None:
-            without.add_latencies(plain.echo(size, calls))
-            with_records.add_latencies(attested.echo(size, calls))
+            # Which goes first alternates, so that neither always runs on a machine the other just warmed up.
+            sides = [(without, plain), (with_records, attested)]
+            for series, bench in sides if len(without.rounds) % 2 == 0 else reversed(sides):
+                series.add_latencies(bench.echo(size, calls))
 
         _rounds(settings, say, f"encrypted vs unencrypted session, {size_label(size)}", warm_up, one_round)
         label = size_label(size)
