@@ -31,10 +31,23 @@ def from_u64(raw: bytes) -> int:
     return value
 
 
+#: The run's base temporary directory (pytest's), noted by the first session fixture for `pytest_sessionfinish`.
+_BASETEMP: list[Path] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A green run leaves nothing in /tmp: pytest's retention policy removes the directories of passing tests, but
+    not those that session- and module-scoped fixtures made (images, state directories, the test platform's key).
+    A run with failures keeps everything, for whoever has to look."""
+    if exitstatus == 0 and _BASETEMP:
+        shutil.rmtree(_BASETEMP[0], ignore_errors=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def sim_platform_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The simulated platform's key lives in a directory of the test run, never in the home directory; proxies
     started by tests inherit the variable and so use the same platform."""
+    _BASETEMP.append(tmp_path_factory.getbasetemp())
     path = tmp_path_factory.mktemp("sim-platform")
     before = os.environ.get(DEFAULT_SIM_STATE_ENV)
     os.environ[DEFAULT_SIM_STATE_ENV] = str(path)
