@@ -32,7 +32,14 @@ from asylo.identity.expectations import (
 )
 from asylo.identity.fingerprints import parse_fingerprint, platform_fingerprint
 from asylo.identity.identity import MEASUREMENT_SIZE, SIGNER_SIZE, SIM_PLATFORM, EnclaveIdentity
-from asylo.identity.platforms import REPORT_DATA_SIZE, SEALING_KEY_SIZE, Platform, PlatformVerifier, SealPolicy
+from asylo.identity.platforms import (
+    REPORT_DATA_SIZE,
+    SEALING_KEY_SIZE,
+    Platform,
+    PlatformProvider,
+    PlatformVerifier,
+    SealPolicy,
+)
 from asylo.identity.sim import SimEvidenceVerifier, SimPlatform, SimPlatformKey
 from asylo.identity.sim_state import DEFAULT_SIM_STATE_ENV, default_sim_state_dir
 from asylo.identity.verify import EvidenceVerifier
@@ -56,6 +63,7 @@ __all__ = [
     "MeasurementIs",
     "Not",
     "Platform",
+    "PlatformProvider",
     "PlatformVerifier",
     "SealPolicy",
     "SignerIs",

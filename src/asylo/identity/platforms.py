@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from asylo.identity.identity import EnclaveIdentity
 from asylo.proto import identity_pb2
@@ -61,6 +61,18 @@ class Platform(ABC):
         so an older enclave cannot get the key of what a newer one sealed. MEASUREMENT ignores `svn`: the
         measurement already covers the SVN.
         """
+
+
+class PlatformProvider(Protocol):
+    """A machine's platform as the untrusted side that loads enclaves sees it: the fingerprint hosts trust, and the
+    `Platform` of each enclave it runs. The proxy, the provision server and the sim backend hold one of these, never
+    a concrete platform: `SimPlatformKey` is the one this release has; a real TEE's (configfs-tsm TDX/SNP, Gramine
+    SGX, Nitro) is another provider here plus a `PlatformVerifier` on the host side."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def platform(self, identity: EnclaveIdentity) -> Platform: ...
 
 
 class PlatformVerifier(ABC):

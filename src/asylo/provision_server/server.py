@@ -30,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from asylo._files import private_directory
-from asylo.identity import SimPlatformKey
+from asylo.identity import PlatformProvider, SimPlatformKey
 from asylo.provision_server.auth import ClientAuthenticator, ClientId
 from asylo.provision_server.metrics import ProvisionMetrics
 from asylo.provision_server.proxies import ProxyLauncher, ProxySettings, kill_orphans
@@ -145,7 +145,7 @@ class ProvisionServer:
         self.port = 0
         self.metrics_port: int | None = None
         #: The simulated platform the proxies attest with (set by `start`): hosts trust its fingerprint.
-        self.platform: SimPlatformKey | None = None
+        self.platform: PlatformProvider | None = None
         self._server: grpc.aio.Server | None = None
         self._health: Any = None
         self._launcher: ProxyLauncher | None = None

@@ -32,7 +32,7 @@ from typing import BinaryIO
 # enclave's modules import the trusted runtime and its protobuf messages.
 import asylo.proto.enclave_pb2
 import asylo.trusted  # noqa: F401
-from asylo.identity import SimPlatformKey
+from asylo.identity import PlatformProvider
 from asylo.image import VerifiedImage, load_image
 from asylo.image.measurement import MEASUREMENT_SIZE
 from asylo.remote.child_process import (
@@ -143,7 +143,7 @@ def check_measurement(image: VerifiedImage, expected: bytes | None, path: str) -
 async def run_proxy(image_path: str, token: bytes, *, listen: str, credentials: ServerCredentials,
                     hello_timeout: float, exit_with_parent: bool, idle_timeout: float | None = None,
                     expect_measurement: bytes | None = None, client_cert_sha256: bytes | None = None,
-                    platform_key: SimPlatformKey | None = None) -> int:
+                    platform_key: PlatformProvider | None = None) -> int:
     """Serve one session; return the process's exit code (0: the session ended in order). With
     `expect_measurement`, an image with another measurement is refused (FailedPreconditionError) before listening;
     with `client_cert_sha256`, only the host with that client certificate is served."""
@@ -164,7 +164,7 @@ async def run_proxy(image_path: str, token: bytes, *, listen: str, credentials: 
 
 
 async def run_standby_proxy(*, listen: str, credentials: ServerCredentials, hello_timeout: float,
-                            idle_timeout: float | None = None, platform_key: SimPlatformKey | None = None) -> int:
+                            idle_timeout: float | None = None, platform_key: PlatformProvider | None = None) -> int:
     """Listen, print READY, wait for the assignment on standard input, then serve one session as `run_proxy`.
 
     The parent's pipe is the lifeline throughout: if it closes before the assignment, there is nothing to finalize

@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 
 from asylo.backends.sim import HostedEnclave
-from asylo.identity import EnclaveIdentity, Platform, SimPlatformKey
+from asylo.identity import EnclaveIdentity, Platform, PlatformProvider
 from asylo.image import VerifiedImage
 from asylo.primitives.matching import DEFAULT_MAX_THREADS, Call, Message, Result, Send, ThreadGone
 from asylo.remote import batching
@@ -106,7 +106,7 @@ class RemoteEnclaveProxyServer:
                  credentials: ServerCredentials | None = None, limits: SessionLimits | None = None,
                  hello_timeout: float = 30.0, max_threads: int = DEFAULT_MAX_THREADS,
                  idle_timeout: float | None = None, client_cert_sha256: bytes | None = None,
-                 platform_key: SimPlatformKey | None = None) -> None:
+                 platform_key: PlatformProvider | None = None) -> None:
         if (image is None) != (token is None):
             raise ValueError("give both the image and the token, or neither (a standby proxy)")
         if token is not None:
@@ -137,7 +137,7 @@ class RemoteEnclaveProxyServer:
     @classmethod
     def standby(cls, *, credentials: ServerCredentials | None = None, limits: SessionLimits | None = None,
                 hello_timeout: float = 30.0, max_threads: int = DEFAULT_MAX_THREADS,
-                idle_timeout: float | None = None, platform_key: SimPlatformKey | None = None
+                idle_timeout: float | None = None, platform_key: PlatformProvider | None = None
                 ) -> RemoteEnclaveProxyServer:
         """A proxy without its enclave yet: it can `start` listening, refuses every stream (UNAVAILABLE) until
         `assign` gives it the image and the token, and then serves exactly as one made with them."""
