@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from asylo._malloc import keep_large_buffers
 from asylo.identity import SimPlatformKey
 from asylo.image.measurement import MEASUREMENT_SIZE
 from asylo.remote.credentials import ServerCredentials
@@ -109,6 +110,7 @@ def proxy(image_path: Path | None, standby: bool, listen: str, token_stdin: bool
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
     try:
+        keep_large_buffers()  # the proxy moves megabyte messages: see asylo._malloc
         platform_key = SimPlatformKey.load_or_create(platform_state)
         credentials = (ServerCredentials.tls(tls_cert, tls_key, client_ca_file=tls_client_ca)
                        if tls_cert is not None and tls_key is not None else ServerCredentials.insecure_loopback())
