@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 from asylo.status import AsyloError, FailedPreconditionError
@@ -26,6 +27,37 @@ def write_new_file(path: Path, data: bytes, mode: int) -> None:
             path.unlink()
         raise
     os.close(fd)
+
+
+class NotRegularFileError(Exception):
+    """`read_regular_file` found a directory, a FIFO, a device or a socket where a file should be."""
+
+
+class FileTooLargeError(Exception):
+    """`read_regular_file` found more than its limit."""
+
+
+def read_regular_file(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+    """The contents (at most `limit` bytes) and status of the regular file at `path`, for files that others may
+    have tampered with (uploads, keys, sealed blobs, enclave sources).
+
+    The name is opened without following a symbolic link (O_NOFOLLOW: a link planted in its place fails with ELOOP)
+    and without blocking on a FIFO (O_NONBLOCK: no effect on a regular file), and everything is checked on the open
+    descriptor, so the file checked is the file read even if the name changes meanwhile. Raises OSError for what the
+    system refuses (FileNotFoundError included), NotRegularFileError, or FileTooLargeError.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)  # before any file object: opening one on a directory fails with a vaguer error
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFileError(f"{path}: not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            data = stream.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise FileTooLargeError(f"{path}: larger than {limit} bytes")
+    return data, info
 
 
 def read_bounded(path: str | os.PathLike[str], limit: int, what: str, error: type[AsyloError]) -> tuple[Path, bytes]:

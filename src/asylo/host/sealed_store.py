@@ -17,10 +17,9 @@ import contextlib
 import os
 import re
 import secrets
-import stat
 from pathlib import Path
 
-from asylo._files import private_directory, write_new_file
+from asylo._files import FileTooLargeError, NotRegularFileError, private_directory, read_regular_file, write_new_file
 from asylo.primitives.selectors import MAX_SEALED_BLOB_SIZE, MAX_SEALED_NAME_LENGTH
 from asylo.status import DataLossError, FailedPreconditionError, InvalidArgumentError
 
@@ -75,18 +74,16 @@ class SealedBlobStore:
         """The blob kept under `name`, or None if there is none."""
         target = self.path_for(name)
         try:
-            # O_NOFOLLOW: a symlink planted where a blob should be is refused, not followed.
-            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # A symlink planted where a blob should be is refused, not followed.
+            data, _ = read_regular_file(target, MAX_SEALED_BLOB_SIZE)
         except FileNotFoundError:
             return None
+        except NotRegularFileError:
+            raise FailedPreconditionError(f"{target}: not a regular file") from None
+        except FileTooLargeError:
+            raise DataLossError(f"{target}: larger than a sealed blob can be ({MAX_SEALED_BLOB_SIZE} bytes)") from None
         except OSError as exc:
             raise FailedPreconditionError(f"{target}: cannot read the sealed blob: {exc.strerror or exc}") from None
-        with os.fdopen(fd, "rb") as stream:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise FailedPreconditionError(f"{target}: not a regular file")
-            data = stream.read(MAX_SEALED_BLOB_SIZE + 1)
-        if len(data) > MAX_SEALED_BLOB_SIZE:
-            raise DataLossError(f"{target}: larger than a sealed blob can be ({MAX_SEALED_BLOB_SIZE} bytes)")
         return data
 
     def __repr__(self) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from asylo._files import write_new_file
+from asylo._files import FileTooLargeError, NotRegularFileError, read_regular_file, write_new_file
 from asylo.status import DataLossError, FailedPreconditionError
 
 DEFAULT_SIM_STATE_ENV = "ASYLO_SIM_PLATFORM_DIR"
@@ -127,29 +127,28 @@ def _ensure_private_dir(state_dir: Path) -> None:
 def _read_key_file(path: Path) -> tuple[Ed25519PrivateKey, bytes] | None:
     """The secrets in `path`, or None if there is no such file."""
     try:
-        # O_NOFOLLOW: a symlink planted where the key should be is refused, not followed.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # A symlink planted where the key should be is refused, not followed.
+        data, info = read_regular_file(path, _MAX_KEY_FILE_SIZE)
     except FileNotFoundError:
         return None
+    except NotRegularFileError:
+        raise FailedPreconditionError(f"{path}: simulated platform key file is not a regular file") from None
+    except FileTooLargeError:
+        raise DataLossError(
+            f"{path}: not a simulated platform key file (larger than {_MAX_KEY_FILE_SIZE} bytes)"
+        ) from None
     except OSError as exc:
         raise FailedPreconditionError(
             f"{path}: cannot open the simulated platform key file: {exc.strerror or exc}"
         ) from exc
-    with os.fdopen(fd, "rb") as stream:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise FailedPreconditionError(f"{path}: simulated platform key file is not a regular file")
-        if info.st_uid != os.geteuid():
-            raise FailedPreconditionError(f"{path}: simulated platform key file belongs to another user")
-        if info.st_mode & 0o077:
-            raise FailedPreconditionError(
-                f"{path}: simulated platform key file is accessible by group or others "
-                f"(mode {stat.S_IMODE(info.st_mode):04o}); it holds the platform's private key: "
-                f"fix with: chmod 600 {path}"
-            )
-        data = stream.read(_MAX_KEY_FILE_SIZE + 1)
-    if len(data) > _MAX_KEY_FILE_SIZE:
-        raise DataLossError(f"{path}: not a simulated platform key file (larger than {_MAX_KEY_FILE_SIZE} bytes)")
+    if info.st_uid != os.geteuid():
+        raise FailedPreconditionError(f"{path}: simulated platform key file belongs to another user")
+    if info.st_mode & 0o077:
+        raise FailedPreconditionError(
+            f"{path}: simulated platform key file is accessible by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); it holds the platform's private key: "
+            f"fix with: chmod 600 {path}"
+        )
     return decode_key_file(path, data)
 
 

@@ -16,10 +16,10 @@ directory.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from asylo._files import FileTooLargeError, NotRegularFileError, read_regular_file
 from asylo.image import limits
 from asylo.image.errors import ImageError
 from asylo.image.manifest import MANIFEST_FILENAME
@@ -78,18 +78,16 @@ def _walk(directory: Path, prefix: str, found: list[tuple[str, Path]]) -> None:
 
 
 def _read_regular_file(path: Path, budget: int) -> bytes:
-    # Open without following links and re-check on the open descriptor: the tree may change between the
-    # listing and the read, and a file swapped for a symlink or a FIFO in that gap must not be followed.
+    # The tree may change between the listing and the read: a file swapped for a symlink or a FIFO in that gap
+    # must not be followed (read_regular_file checks the file it opened).
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        content, _ = read_regular_file(path, budget)
+    except NotRegularFileError:
+        raise ImageError(f"{path}: not a regular file") from None
+    except FileTooLargeError:
+        raise ImageError(f"{path}: enclave files exceed the image size limit ({limits.MAX_IMAGE_SIZE} bytes)") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot read file: {exc.strerror or exc}") from exc
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ImageError(f"{path}: not a regular file")
-        content = file.read(budget + 1)
-    if len(content) > budget:
-        raise ImageError(f"{path}: enclave files exceed the image size limit ({limits.MAX_IMAGE_SIZE} bytes)")
     return content
 
 

@@ -30,7 +30,6 @@ import io
 import logging
 import os
 import secrets
-import stat
 import threading
 import unicodedata
 import weakref
@@ -43,7 +42,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from asylo._files import private_directory, read_bounded
+from asylo._files import FileTooLargeError, NotRegularFileError, private_directory, read_bounded, read_regular_file
 from asylo.image import ImageError, VerifiedImage, limits, load_image, public_key_bytes, signer_id
 from asylo.image.measurement import MEASUREMENT_SIZE
 from asylo.provision_server.limits import LimitExceededError
@@ -509,23 +508,16 @@ def _remove_leftover_uploads(directory: Path) -> None:
 def _read_regular_file(path: Path, limit: int) -> bytes:
     """At most `limit` bytes of a regular file; a symlink, a directory or a device is refused, not followed."""
     try:
-        # O_NONBLOCK: opening a FIFO someone left there must not hang start-up (no effect on a regular file).
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        data, _ = read_regular_file(path, limit)
+    except NotRegularFileError:
+        raise InvalidArgumentError(f"{path}: not a regular file") from None
+    except FileTooLargeError:
+        raise LimitExceededError(f"{path}: larger than the image size limit of {limit} bytes",
+                                 "image_too_large") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise InvalidArgumentError(f"{path}: a symbolic link (only regular files are served)") from exc
-        raise InvalidArgumentError(f"{path}: cannot open: {exc.strerror or exc}") from exc
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # checked on the open file: the name may change meanwhile
-            raise InvalidArgumentError(f"{path}: not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            data = file.read(limit + 1)
-    except OSError as exc:
         raise InvalidArgumentError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise LimitExceededError(f"{path}: larger than the image size limit of {limit} bytes", "image_too_large")
     return data
 
 
