@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from asylo.session.body import encode_varint, read_varint
 from asylo.status import InvalidArgumentError
 
-#: Room for the length prefixes in one message (a prefix is at most 10 bytes; a message holds at most this many
-#: frames).
+#: Frames in one message at most. Each has a length prefix of at most 10 bytes; the gRPC message limit's room
+#: beyond a frame (SessionLimits.grpc_message_limit) covers them.
 MAX_FRAMES_PER_MESSAGE = 64
-PACKING_OVERHEAD = 10 * MAX_FRAMES_PER_MESSAGE
 
 
 def pack(frames: Sequence[bytes]) -> bytes:

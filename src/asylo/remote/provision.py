@@ -9,6 +9,7 @@ and the proxy finalizes the enclave and exits. `DirectProvision` connects to a p
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -106,8 +107,12 @@ class LocalProvision(RemoteProvision):
         # proxies use too.
         self._platform_state = platform_state
 
+    @functools.cached_property
+    def _platform(self) -> str:
+        """The fingerprint of the platform the proxies run on, read once (on first use)."""
+        return SimPlatformKey.load_or_create(self._platform_state).fingerprint
+
     def provision(self, image_path: Path) -> ProvisionedProxy:
-        platform = SimPlatformKey.load_or_create(self._platform_state).fingerprint
         token = secrets.token_bytes(32)
         args = [self._python, "-m", "asylo", "proxy", "--image", os.fspath(image_path), "--listen", "127.0.0.1:0",
                 "--token-stdin", "--exit-with-parent", "--hello-timeout", str(self._hello_timeout)]
@@ -122,7 +127,7 @@ class LocalProvision(RemoteProvision):
             proxy.release()
             raise
         return ProvisionedProxy(f"127.0.0.1:{port}", token, self._credentials, proxy.release, proxy.pid,
-                                (platform,))
+                                (self._platform,))
 
 
 class DirectProvision(RemoteProvision):

@@ -29,13 +29,12 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
-from asylo.crypto import KeyShare, RecordChannel, SessionKeys, derive_session_keys
+from asylo.crypto import KEY_SHARE_SIZE, KeyShare, RecordChannel, SessionKeys, derive_session_keys
 from asylo.proto import session_pb2
 from asylo.status import AttestationError, InvalidArgumentError
 
 _DOMAIN = b"asylo-handshake-v1\0"
 NONCE_SIZE = 32
-KEY_SHARE_SIZE = 32
 #: A welcome's handshake holds a key share and evidence; evidence is a few hundred bytes (it must fit in the
 #: welcome, which is never fragmented).
 MAX_HANDSHAKE_SIZE = 32 * 1024
