@@ -55,6 +55,13 @@ def test_enclave_runs_in_the_proxy_process(load_primitives: Load) -> None:
     assert from_u64(client.call("pid")) == proxy_pid(client)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables are read on Linux")
+def test_local_provisioning_starts_the_proxy_with_huge_pages_for_malloc(load_primitives: Load) -> None:
+    environ = Path(f"/proc/{proxy_pid(load_primitives())}/environ").read_bytes().split(b"\0")
+    tunables = [entry for entry in environ if entry.startswith(b"GLIBC_TUNABLES=")]
+    assert len(tunables) == 1 and b"glibc.malloc.hugetlb=1" in tunables[0].split(b"=", 1)[1].split(b":")
+
+
 def test_100_echoes(load_primitives: Load) -> None:
     client = load_primitives()
     for i in range(100):

@@ -38,7 +38,7 @@ from asylo.session import (
     SessionState,
     WelcomeReceived,
 )
-from asylo.session.body import FRAGMENT_OVERHEAD, decode_fragment, encode_fragments, join_extents
+from asylo.session.body import FRAGMENT_OVERHEAD, BodyFrames, decode_fragment, join_extents
 from asylo.session.connection import Event
 from asylo.status import EnclaveUnavailable, FailedPreconditionError, ResourceExhaustedError, Status, StatusCode
 
@@ -1174,11 +1174,15 @@ def _frame_fields(data: bytes) -> tuple[int, int, bytes] | None:
 @given(extents=st.lists(st.one_of(st.just(b""), st.binary(max_size=300)), max_size=8),
        chunk=st.one_of(st.integers(1, 8), st.integers(1, 700)),
        transfer_id=st.one_of(st.integers(1, 4), st.integers(1, 2**64 - 1)))
-def test_encode_fragments_decode_fragment_and_join_extents_round_trip(extents: list[bytes], chunk: int,
-                                                                      transfer_id: int) -> None:
+def test_body_frames_decode_fragment_and_join_extents_round_trip(extents: list[bytes], chunk: int,
+                                                                  transfer_id: int) -> None:
     body = b"".join(extents)
-    frames = list(encode_fragments(transfer_id, extents, chunk))
-    assert len(frames) == -(-len(body) // chunk)
+    sequence = BodyFrames(b"header", transfer_id, extents, chunk)
+    assert len(sequence) == 1 + -(-len(body) // chunk)
+    # Iterating, indexing (from either end) and slicing build the same frames.
+    assert list(sequence) == [sequence[i] for i in range(len(sequence))] == sequence[:]
+    assert sequence[-1] == sequence[len(sequence) - 1] and sequence[0] == b"header"
+    frames = list(sequence)[1:]
     pieces = []
     for data in frames:
         decoded = decode_fragment(data)
@@ -1194,6 +1198,18 @@ def test_encode_fragments_decode_fragment_and_join_extents_round_trip(extents: l
     assert b"".join(pieces) == body
     joined = join_extents(pieces, [len(extent) for extent in extents])
     assert joined == extents and all(type(extent) is bytes for extent in joined)
+
+
+def test_body_frames_send_what_the_extents_held_when_the_call_was_made() -> None:
+    buffer = bytearray(b"a" * 10)
+    frames = BodyFrames(b"header", 1, [buffer, b"b" * 5], 4)
+    buffer[:] = b"z" * 10  # the caller reuses its buffer while the frames are still being written
+    fragments = [decode_fragment(frame) for frame in frames[1:]]
+    assert b"".join(bytes(fragment[2]) for fragment in fragments if fragment) == b"a" * 10 + b"b" * 5
+    with pytest.raises(IndexError):
+        frames[len(frames)]
+    with pytest.raises(IndexError):
+        frames[-len(frames) - 1]
 
 
 @settings(max_examples=100, deadline=None)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asylo._files import private_directory
+from asylo._malloc import with_huge_pages
 from asylo.remote.child_process import ListeningChild
 from asylo.remote.credentials import is_loopback_address
 from asylo.remote.provision import READY_PREFIX, ProxyTls
@@ -258,7 +259,8 @@ class ProxyLauncher:
 
     def _spawn(self, args: list[str], what: str) -> ListeningChild:
         try:
-            child = ListeningChild(args, ready_prefix=READY_PREFIX, what=what, log=_proxy_log)
+            child = ListeningChild(args, ready_prefix=READY_PREFIX, what=what, log=_proxy_log,
+                                   env=with_huge_pages(os.environ))
         except OSError as exc:  # the interpreter cannot be run at all
             raise EnclaveUnavailable(f"cannot start {what} with {args[0]}: {exc}") from None
         if self._pids is not None:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from asylo.status import EnclaveUnavailable
 
@@ -36,12 +36,14 @@ _log = logging.getLogger(__name__)
 class ListeningChild:
     """A started child: its pipes, the threads that read them, the port it reported, and its reaping."""
 
-    def __init__(self, args: Sequence[str], *, ready_prefix: str, what: str, log: logging.Logger) -> None:
+    def __init__(self, args: Sequence[str], *, ready_prefix: str, what: str, log: logging.Logger,
+                 env: Mapping[str, str] | None = None) -> None:
+        """Start `args` (with `env` as its whole environment; None: ours)."""
         self._ready_prefix = ready_prefix
         self._what = what
         self._log = log
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        start_new_session=True, close_fds=True)
+                                        start_new_session=True, close_fds=True, env=env)
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         # The reader thread looks for the one line the parent waits for (`_awaiting`: the ready line from the
         # start, a request's answer later) and keeps that line only; everything else the child prints (an enclave

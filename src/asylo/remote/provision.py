@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asylo._malloc import with_huge_pages
 from asylo.identity import SimPlatformKey
 from asylo.remote.child_process import ListeningChild
 from asylo.remote.credentials import ClientCredentials
@@ -120,7 +121,8 @@ class LocalProvision(RemoteProvision):
             args += self._tls.args()
         if self._platform_state is not None:
             args += ["--platform-state", os.fspath(self._platform_state)]
-        proxy = ListeningChild(args, ready_prefix=READY_PREFIX, what="the enclave's proxy", log=_proxy_log)
+        proxy = ListeningChild(args, ready_prefix=READY_PREFIX, what="the enclave's proxy", log=_proxy_log,
+                               env=with_huge_pages(os.environ))
         try:
             port = proxy.start(token.hex().encode("ascii") + b"\n", self._startup_timeout)
         except BaseException:

@@ -5,7 +5,8 @@ followed by fragment frames holding the extents' bytes, concatenated. This modul
 as few copies as possible, because a 64 MiB payload copied ten times is most of the cost of moving it:
 
 - sending, each fragment frame is encoded here directly (a Frame whose `fragment` field holds transfer id, total
-  size and data, in canonical protobuf wire format) with one join over slices of the caller's extents;
+  size and data, in canonical protobuf wire format) with one join over slices of the caller's extents, when the
+  writer gets to it (`BodyFrames`);
 - receiving, a fragment frame in that canonical form is decoded here into a memoryview of the received frame, and
   each extent is joined once from those views when the last fragment is in.
 
@@ -14,7 +15,10 @@ Anything that is not a canonical fragment frame is left to protobuf, so the wire
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Iterator, Sequence
+from typing import overload
 
 _FRAME_FRAGMENT_TAG = 0x2A  # Frame.fragment: field 5, length-delimited
 _TRANSFER_ID_TAG = 0x08  # Fragment.transfer_id: field 1, varint
@@ -54,30 +58,67 @@ def read_varint(data: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def encode_fragments(transfer_id: int, extents: Sequence[bytes], chunk_size: int) -> Iterator[bytes]:
-    """Fragment frames carrying the concatenation of `extents`, at most `chunk_size` data bytes each."""
-    total = sum(len(extent) for extent in extents)
-    head = bytes([_TRANSFER_ID_TAG]) + encode_varint(transfer_id) + bytes([_TOTAL_SIZE_TAG]) + encode_varint(total)
-    pieces: list[memoryview] = []
-    filled = 0
-    for extent in extents:
-        view = memoryview(extent)
-        offset = 0
-        while offset < len(view):
-            take = min(chunk_size - filled, len(view) - offset)
-            pieces.append(view[offset:offset + take])
-            filled += take
-            offset += take
-            if filled == chunk_size:
-                yield _fragment_frame(head, pieces, filled)
-                pieces, filled = [], 0
-    if filled:
-        yield _fragment_frame(head, pieces, filled)
+class BodyFrames(Sequence[bytes]):
+    """A body's header frame followed by its fragment frames, each fragment built only when it is asked for.
 
+    Built all at once, the fragments of a 256 MiB call would double the memory the call takes, and most of the
+    cost of sending it would be fresh memory (a page fault per 4 KiB). The writer asks for them one at a time as it
+    writes, so one fragment's worth of memory is used over and over. The fragments are slices of the extents; an
+    extent that is not `bytes` is copied once here, so that a caller changing its buffer after the call cannot
+    change what is still to be sent.
+    """
 
-def _fragment_frame(head: bytes, pieces: list[memoryview], size: int) -> bytes:
-    inner_head = head + bytes([_DATA_TAG]) + encode_varint(size)
-    return b"".join([bytes([_FRAME_FRAGMENT_TAG]), encode_varint(len(inner_head) + size), inner_head, *pieces])
+    def __init__(self, header: bytes, transfer_id: int, extents: Sequence[bytes], chunk_size: int) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        self._header = header
+        self._extents = [memoryview(extent if type(extent) is bytes else bytes(extent)) for extent in extents]
+        self._starts = list(itertools.accumulate((len(extent) for extent in self._extents), initial=0))
+        self.total = self._starts[-1]
+        self._chunk = chunk_size
+        self._head = (bytes([_TRANSFER_ID_TAG]) + encode_varint(transfer_id) + bytes([_TOTAL_SIZE_TAG])
+                      + encode_varint(self.total))
+        self._fragments = -(-self.total // chunk_size)
+
+    def __len__(self) -> int:
+        return 1 + self._fragments
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("frame index out of range")
+        return self._header if index == 0 else self._fragment(index - 1)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._header
+        for number in range(self._fragments):
+            yield self._fragment(number)
+
+    def _fragment(self, number: int) -> bytes:
+        """Fragment `number`: the body's bytes from number * chunk_size, at most chunk_size of them."""
+        start = number * self._chunk
+        end = min(start + self._chunk, self.total)
+        index = bisect.bisect_right(self._starts, start) - 1
+        pieces: list[memoryview] = []
+        while start < end:
+            extent, offset = self._extents[index], start - self._starts[index]
+            take = min(len(extent) - offset, end - start)
+            if take:
+                pieces.append(extent[offset:offset + take])
+            start += take
+            index += 1
+        size = end - number * self._chunk
+        inner_head = self._head + bytes([_DATA_TAG]) + encode_varint(size)
+        return b"".join([bytes([_FRAME_FRAGMENT_TAG]), encode_varint(len(inner_head) + size), inner_head, *pieces])
 
 
 def decode_fragment(frame: bytes | memoryview) -> tuple[int, int, memoryview] | None:

@@ -38,7 +38,7 @@ from google.protobuf.message import DecodeError
 from asylo.crypto import RecordChannel, RecordError
 from asylo.primitives.matching import Call, Result, ThreadGone
 from asylo.proto import enclave_pb2, session_pb2
-from asylo.session.body import FRAGMENT_OVERHEAD, decode_fragment, encode_fragments, join_extents
+from asylo.session.body import FRAGMENT_OVERHEAD, BodyFrames, decode_fragment, join_extents
 from asylo.session.handshake import EnclaveHandshake, HostHandshake, check_offer
 from asylo.session.limits import SessionLimits
 from asylo.status import (
@@ -182,8 +182,9 @@ class Session:
         self.state = SessionState.OPEN
         return session_pb2.Frame(welcome=welcome).SerializeToString()
 
-    def send_call(self, call: Call) -> list[bytes]:
-        """Frames for a call we make. Raises (changing nothing) if it breaks a rule or a limit."""
+    def send_call(self, call: Call) -> Sequence[bytes]:
+        """Frames for a call we make (a large body's fragments are built as they are read: `BodyFrames`). Raises
+        (changing nothing) if it breaks a rule or a limit."""
         self._require_open()
         stack = self._stacks.get(call.thread, [])
         if self.role is Role.ENCLAVE and not (stack and not stack[-1][0]):
@@ -205,7 +206,7 @@ class Session:
         self._outgoing_ids.add(call.call_id)
         return frames
 
-    def send_result(self, result: Result) -> list[bytes]:
+    def send_result(self, result: Result) -> Sequence[bytes]:
         """Frames answering a call we received. A result too large for the limits raises ResourceExhaustedError and
         changes nothing, so the caller can answer with that error instead."""
         self._require_open()
@@ -264,7 +265,8 @@ class Session:
                                          f"({self.limits.max_extents})")
 
     def _encode(self, extents: Sequence[bytes],
-                frame: Callable[[Sequence[bytes], int, Sequence[int]], session_pb2.Frame], what: str) -> list[bytes]:
+                frame: Callable[[Sequence[bytes], int, Sequence[int]], session_pb2.Frame],
+                what: str) -> Sequence[bytes]:
         """One frame if the message fits, else a header frame and the body's fragments."""
         size = sum(len(extent) for extent in extents)
         if size > self.limits.max_message_size:
@@ -282,7 +284,7 @@ class Session:
         header = frame((), transfer_id, [len(extent) for extent in extents]).SerializeToString()
         if len(header) > self.limits.max_frame_size:
             raise ResourceExhaustedError(f"a {what} of {len(extents)} extents does not fit in a frame")
-        return [header, *encode_fragments(transfer_id, extents, self.limits.max_frame_size - FRAGMENT_OVERHEAD)]
+        return BodyFrames(header, transfer_id, extents, self.limits.max_frame_size - FRAGMENT_OVERHEAD)
 
     def _pop(self, thread: int) -> None:
         stack = self._stacks[thread]
