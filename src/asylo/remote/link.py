@@ -25,6 +25,13 @@ from asylo.status import EnclaveUnavailable, InvalidArgumentError, ResourceExhau
 
 _log = logging.getLogger(__name__)
 
+#: A body's fragment frames are built when the writer gets to them (`BodyFrames`), so that a large body costs a few
+#: frames of memory rather than a copy of itself. Building one is a copy of up to a frame's bytes, though, and the
+#: writer runs on the I/O loop, which every other call waits on: bodies of up to this many frames are built by the
+#: sending thread instead (measured: a 1 MiB remote call ~4.9 ms built by the writer, ~4.0 ms by the sender).
+_FRAMES_BUILT_BY_SENDER = 8
+
+
 @dataclass(frozen=True)
 class _Item:
     frames: Sequence[bytes]
@@ -198,6 +205,8 @@ class SessionLink:
                 frames = [self.session.send_thread_gone(message.thread)]
             # Several frames: a header and the fragments of a body of the extents' size (see Session._encode).
             extents = message.extents if isinstance(message, Call | Result) else ()
+            if 1 < len(frames) <= _FRAMES_BUILT_BY_SENDER:
+                frames = list(frames)
             self._outbox.put(frames, body=sum(len(extent) for extent in extents) if len(frames) > 1 else 0)
 
     def receive(self, data: bytes) -> list[Event]:
