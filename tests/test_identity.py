@@ -333,7 +333,7 @@ def test_refuses_a_state_dir_others_can_write(tmp_path: Path) -> None:
     state = tmp_path / "state"
     SimPlatformKey.load_or_create(state)
     state.chmod(0o770)
-    with pytest.raises(FailedPreconditionError, match=r"writable by group or others.*chmod 700"):
+    with pytest.raises(FailedPreconditionError, match=r"nobody else can write.*mode 0770.*chmod 700"):
         SimPlatformKey.load_or_create(state)
 
 

@@ -84,23 +84,24 @@ def private_directory(path: Path, what: str, *, parents: bool = False) -> Path:
     write to — whatever they planted there (a pid record we would kill, a file we would serve) cannot be trusted.
     A directory that others could only read is tightened: nothing in it is theirs.
     """
-    if parents:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
     try:
+        if parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise FailedPreconditionError(f"{path}: not a directory {what} can use: {exc.strerror or exc}") from None
     try:
         info = os.fstat(fd)  # of the directory opened, not of whatever the name points to by now
-        if info.st_uid != os.getuid():
+        if info.st_uid != os.geteuid():
             raise FailedPreconditionError(f"{path}: {what} needs a directory of its own user's, not of uid "
                                           f"{info.st_uid}")
         if info.st_mode & 0o022:
             raise FailedPreconditionError(f"{path} must be a directory of this user's that nobody else can write "
-                                          f"to (mode 0700); {what} does not use one that others could have written "
-                                          f"into")
+                                          f"to (it has mode {stat.S_IMODE(info.st_mode):04o}); {what} does not use "
+                                          f"one that others could have written into (check what is in it, then: "
+                                          f"chmod 700 {path})")
         os.fchmod(fd, 0o700)  # mkdir's mode passes through the umask, and an existing directory may be wider
     finally:
         os.close(fd)

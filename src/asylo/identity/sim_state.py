@@ -24,7 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from asylo._files import FileTooLargeError, NotRegularFileError, read_regular_file, write_new_file
+from asylo._files import FileTooLargeError, NotRegularFileError, private_directory, read_regular_file, write_new_file
 from asylo.status import DataLossError, FailedPreconditionError
 
 DEFAULT_SIM_STATE_ENV = "ASYLO_SIM_PLATFORM_DIR"
@@ -53,7 +53,7 @@ def default_sim_state_dir() -> Path:
 
 def load_or_create_secrets(state_dir: Path) -> tuple[Ed25519PrivateKey, bytes, Path]:
     """(signing key, sealing root, key file path) from `state_dir`, creating the directory and file if needed."""
-    _ensure_private_dir(state_dir)
+    private_directory(state_dir, "the simulated platform", parents=True)
     path = state_dir / KEY_FILENAME
     loaded = _read_key_file(path)
     if loaded is None:
@@ -97,31 +97,6 @@ def decode_key_file(path: Path, data: bytes) -> tuple[Ed25519PrivateKey, bytes]:
     if len(sealing_root) != SEALING_ROOT_SIZE:
         raise corrupt(f"the sealing root is {len(sealing_root)} bytes, not {SEALING_ROOT_SIZE}")
     return signing_key, sealing_root
-
-
-def _ensure_private_dir(state_dir: Path) -> None:
-    try:
-        state_dir.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            state_dir.mkdir(mode=0o700)
-            os.chmod(state_dir, 0o700)  # mkdir's mode goes through the umask; make it exact
-        except FileExistsError:
-            pass
-        info = os.stat(state_dir)
-    except OSError as exc:
-        raise FailedPreconditionError(
-            f"{state_dir}: cannot create the simulated platform state directory: {exc.strerror or exc}"
-        ) from exc
-    if not stat.S_ISDIR(info.st_mode):
-        raise FailedPreconditionError(f"{state_dir}: simulated platform state directory is not a directory")
-    if info.st_uid != os.geteuid():
-        raise FailedPreconditionError(f"{state_dir}: simulated platform state directory belongs to another user")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise FailedPreconditionError(
-            f"{state_dir}: simulated platform state directory is writable by group or others "
-            f"(mode {stat.S_IMODE(info.st_mode):04o}), so anyone could replace the platform key; "
-            f"fix with: chmod 700 {state_dir}"
-        )
 
 
 def _read_key_file(path: Path) -> tuple[Ed25519PrivateKey, bytes] | None:
