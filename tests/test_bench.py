@@ -46,6 +46,25 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     assert rows["threads"]["unit"] == "calls/s" and rows["bulk"]["unit"] == "MiB/s"
 
 
+def test_only_measures_the_groups_asked_for(tmp_path: Path) -> None:
+    out = tmp_path / "bench-results.json"
+    result = CliRunner().invoke(bench, ["--quick", "--only", "bulk", "--only", "nested", "--json", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert document["settings"]["groups"] == ["nested", "bulk"]
+    assert {row["key"] for row in document["rows"]} == {"nested_exit_call", "nested_entry_total", "enter_and_run",
+                                                        "bulk", "bulk_upload_then_download"}
+    assert "without attestation" not in result.output  # the encryption group's second enclave was never loaded
+
+
+def test_only_refuses_unknown_groups_and_provision() -> None:
+    unknown = CliRunner().invoke(bench, ["--quick", "--only", "everything"])
+    assert unknown.exit_code == 2 and "everything" in unknown.output
+    provision = CliRunner().invoke(bench, ["--provision", "--only", "bulk"])
+    assert provision.exit_code == 2 and "--only" in provision.output
+
+
 def test_quick_provision_bench_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "provision.json"
     result = CliRunner().invoke(bench, ["--provision", "--quick", "--json", str(out)], catch_exceptions=False)

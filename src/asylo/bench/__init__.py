@@ -12,7 +12,7 @@ table, JSON).
 """
 
 from asylo.bench.report import Row, format_table, write_json
-from asylo.bench.runner import BenchResult, BenchSettings, run_bench
+from asylo.bench.runner import GROUPS, BenchResult, BenchSettings, run_bench
 from asylo.bench.series import Series
 
-__all__ = ["BenchResult", "BenchSettings", "Row", "Series", "format_table", "run_bench", "write_json"]
+__all__ = ["GROUPS", "BenchResult", "BenchSettings", "Row", "Series", "format_table", "run_bench", "write_json"]

@@ -14,7 +14,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field, replace
 
 import grpc
@@ -39,6 +39,11 @@ ENCRYPTION_TARGET = 1.05
 
 Progress = Callable[[str], None]
 
+#: What `asylo bench` measures, in groups that can be run alone (`--only`): the empty calls at every size, the
+#: nested exit calls, the 16-thread throughput, the bulk transfer, and the encrypted-vs-unencrypted comparison (with
+#: the handshake).
+GROUPS = ("calls", "nested", "threads", "bulk", "encryption")
+
 
 @dataclass(frozen=True)
 class BenchSettings:
@@ -55,10 +60,16 @@ class BenchSettings:
     #: Calls per thread per round of the throughput measurement (64-byte echoes).
     thread_calls: int = 200
     bulk_size: int = 64 * MiB
+    #: The groups to measure (see GROUPS).
+    groups: tuple[str, ...] = GROUPS
 
     def __post_init__(self) -> None:
         if len(self.sizes) != len(self.calls) or not self.sizes:
             raise ValueError("give one call count per size")
+        unknown = sorted(set(self.groups) - set(GROUPS))
+        if unknown or not self.groups:
+            raise ValueError(f"measure at least one of {', '.join(GROUPS)}" + (f"; not {', '.join(unknown)}"
+                                                                                 if unknown else ""))
         counts = (self.repeat, *self.calls, self.nested_calls, self.nested_exits, self.threads, self.thread_calls)
         if min(counts) < 1 or self.bulk_size < 1:
             raise ValueError("every count and size must be positive")
@@ -70,6 +81,10 @@ class BenchSettings:
 
     def with_repeat(self, repeat: int | None) -> BenchSettings:
         return self if repeat is None else replace(self, repeat=repeat)
+
+    def with_groups(self, groups: Collection[str]) -> BenchSettings:
+        """Only `groups` (in GROUPS' order); all of them if `groups` is empty."""
+        return replace(self, groups=tuple(group for group in GROUPS if group in groups)) if groups else self
 
 
 def size_label(size: int) -> str:
@@ -131,12 +146,12 @@ def run_bench(settings: BenchSettings | None = None, progress: Progress | None =
         say("loading the benchmark enclave over the remote backend")
         remote = RemoteBench(image_path)
         stack.callback(remote.close)
-        gang = stack.enter_context(Gang(settings.threads, "asylo-bench-thread"))
-        rows = _measure(settings, raw, remote, gang, say)
-        say("loading it again without attestation and record encryption (for the comparison only)")
-        plain = RemoteBench(image_path, attestation=False)
-        stack.callback(plain.close)
-        rows += _measure_encryption(settings, raw, remote, plain, say)
+        rows = _measure(settings, raw, remote, stack, say)
+        if "encryption" in settings.groups:
+            say("loading it again without attestation and record encryption (for the comparison only)")
+            plain = RemoteBench(image_path, attestation=False)
+            stack.callback(plain.close)
+            rows += _measure_encryption(settings, raw, remote, plain, say)
     return BenchResult(settings, rows, started, time.perf_counter() - began, environment())
 
 
@@ -149,10 +164,22 @@ def _rounds(settings: BenchSettings, say: Progress, what: str, warm_up: Callable
         measure_round()
 
 
-def _measure(settings: BenchSettings, raw: RawEchoClient, remote: RemoteBench, gang: Gang,
+def _measure(settings: BenchSettings, raw: RawEchoClient, remote: RemoteBench, stack: contextlib.ExitStack,
              say: Progress) -> list[Row]:
-    rows: list[Row] = []
+    rows = _measure_calls(settings, raw, remote, say) if "calls" in settings.groups else []
     smallest = min(settings.sizes)
+    if "nested" in settings.groups:
+        rows += _measure_nested(settings, raw, remote, smallest, say)
+    if "threads" in settings.groups:
+        gang = stack.enter_context(Gang(settings.threads, "asylo-bench-thread"))
+        rows.append(_measure_threads(settings, raw, remote, gang, smallest, say))
+    if "bulk" in settings.groups:
+        rows += _measure_bulk(settings, raw, remote, say)
+    return rows
+
+
+def _measure_calls(settings: BenchSettings, raw: RawEchoClient, remote: RemoteBench, say: Progress) -> list[Row]:
+    rows: list[Row] = []
     for size, calls in zip(settings.sizes, settings.calls, strict=True):
         base, sync, mine = Series(LATENCY_UNIT), Series(LATENCY_UNIT), Series(LATENCY_UNIT)
         warm = max(1, calls // 10)
@@ -170,10 +197,6 @@ def _measure(settings: BenchSettings, raw: RawEchoClient, remote: RemoteBench, g
 
         _rounds(settings, say, f"empty call, {size_label(size)}", warm_up, one_round)
         rows.append(Row(f"empty_call_{size}", f"empty call {size_label(size)}", base, mine, sync, CALL_TARGET))
-
-    rows += _measure_nested(settings, raw, remote, smallest, say)
-    rows.append(_measure_threads(settings, raw, remote, gang, smallest, say))
-    rows += _measure_bulk(settings, raw, remote, say)
     return rows
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from asylo.bench import BenchSettings, format_table, run_bench, write_json
+from asylo.bench import GROUPS, BenchSettings, format_table, run_bench, write_json
 from asylo.bench.provision_bench import run_provision_bench
 from asylo.status import AsyloError
 
@@ -17,11 +17,16 @@ from asylo.status import AsyloError
               help="Rounds of every measurement (default: 5, or 1 with --quick; --provision: 20, or 3).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               default=Path("bench-results.json"), show_default=True, help="Where to write the results as JSON.")
+@click.option("--only", "groups", type=click.Choice(GROUPS), multiple=True,
+              help="Measure only this group (repeat the option for several): calls (64 B, 64 KiB, 1 MiB), nested "
+                   "(exit calls), threads, bulk, encryption (encrypted vs unencrypted, and the handshake). Default: "
+                   "all.")
 @click.option("--check", is_flag=True, help="Exit with status 1 if any target is missed.")
 @click.option("--provision", is_flag=True,
               help="Measure provisioning instead: provision-to-first-call through a provision server, cold (a proxy "
                    "started per request) against warm (--warm 1). Target: warm median <= 50 ms.")
-def bench(quick: bool, repeat: int | None, json_path: Path, check: bool, provision: bool) -> None:
+def bench(quick: bool, repeat: int | None, json_path: Path, groups: tuple[str, ...], check: bool,
+          provision: bool) -> None:
     """Measure remote calls against a raw grpc.aio bidi-stream echo (the baseline), on loopback.
 
     Client and servers run in separate processes: the baseline's echo server, and the proxy that local provisioning
@@ -29,12 +34,15 @@ def bench(quick: bool, repeat: int | None, json_path: Path, check: bool, provisi
     Measured: empty calls at 64 B, 64 KiB and 1 MiB; an entry call making 3 nested exit calls; calls/s from 16 host
     threads against 16 raw streams; 64 MiB each way. Prints medians with their ratio to the baseline and the
     targets (empty call <= 1.25x a ping-pong, each nested exit call <= 1.25x, 16-thread throughput and bulk
-    >= 0.8x), and writes every round to the JSON file. Takes a minute or two; --quick takes seconds.
+    >= 0.8x), and writes every round to the JSON file. Takes a minute or two; --quick takes seconds, and --only
+    measures some of it (bulk alone: a few seconds).
     """
     if provision:
+        if groups:
+            raise click.UsageError("--only selects among the call measurements; --provision measures provisioning")
         _bench_provision(3 if quick else repeat or 20, json_path, check)
         return
-    settings = (BenchSettings.quick() if quick else BenchSettings()).with_repeat(repeat)
+    settings = (BenchSettings.quick() if quick else BenchSettings()).with_repeat(repeat).with_groups(groups)
     try:
         result = run_bench(settings, progress=lambda message: click.echo(f"... {message}", err=True))
     except AsyloError as exc:
