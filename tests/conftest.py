@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import struct
@@ -40,7 +41,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     not those that session- and module-scoped fixtures made (images, state directories, the test platform's key).
     A run with failures keeps everything, for whoever has to look."""
     if exitstatus == 0 and _BASETEMP:
-        shutil.rmtree(_BASETEMP[0], ignore_errors=True)
+        basetemp = _BASETEMP[0]
+        shutil.rmtree(basetemp, ignore_errors=True)
+        root = basetemp.parent
+        if root.name.startswith("pytest-of-"):  # pytest's per-user root, not a --basetemp's parent
+            current = root / "pytest-current"  # pytest's link to the newest run: ours, now dangling
+            with contextlib.suppress(OSError):
+                if current.is_symlink() and current.readlink() == basetemp:
+                    current.unlink()
+            with contextlib.suppress(OSError):  # other runs' directories are still in it
+                root.rmdir()
 
 
 @pytest.fixture(scope="session", autouse=True)
