@@ -337,6 +337,15 @@ def test_refuses_a_state_dir_others_can_write(tmp_path: Path) -> None:
         SimPlatformKey.load_or_create(state)
 
 
+def test_refuses_a_symlinked_state_dir(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    SimPlatformKey.load_or_create(real)
+    (tmp_path / "state").symlink_to(real)
+    with pytest.raises(FailedPreconditionError, match="not a directory the simulated platform can use: it is a "
+                                                      "symbolic link"):
+        SimPlatformKey.load_or_create(tmp_path / "state")
+
+
 def test_refuses_a_symlinked_key_file(tmp_path: Path) -> None:
     real = SimPlatformKey.load_or_create(tmp_path / "real")
     state = tmp_path / "state"

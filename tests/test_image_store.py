@@ -572,7 +572,7 @@ def test_a_symlink_in_place_of_the_image_directory_is_refused(tmp_path: Path, st
     elsewhere.mkdir()
     state_dir.mkdir()
     (state_dir / "images").symlink_to(elsewhere)
-    with pytest.raises(FailedPreconditionError, match="not a directory the image store can use"):
+    with pytest.raises(FailedPreconditionError, match="the image store can use: it is a symbolic link"):
         ImageStore(state_dir, trusted_signers=[trusted_id(signing_key)])
     assert list(elsewhere.iterdir()) == []
 

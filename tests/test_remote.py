@@ -24,6 +24,7 @@ from asylo.remote.client import RemoteEnclaveProxyClient
 from asylo.remote.devca import create_dev_ca
 from asylo.remote.provision import READY_PREFIX
 from asylo.session import SessionLimits
+from asylo.session.body import BodyFrames
 from tests.conftest import eventually, from_u64, u64
 
 Load = Callable[..., asylo.EnclaveClient]
@@ -60,6 +61,43 @@ def test_local_provisioning_starts_the_proxy_with_huge_pages_for_malloc(load_pri
     environ = Path(f"/proc/{proxy_pid(load_primitives())}/environ").read_bytes().split(b"\0")
     tunables = [entry for entry in environ if entry.startswith(b"GLIBC_TUNABLES=")]
     assert len(tunables) == 1 and b"glibc.malloc.hugetlb=1" in tunables[0].split(b"=", 1)[1].split(b":")
+
+
+def test_a_large_call_the_host_cannot_build_fails_the_session_without_a_hang(
+        load_primitives: Load, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = load_primitives()
+    pid = proxy_pid(client)
+
+    def out_of_memory(*_: object) -> bytes:
+        raise MemoryError("test: no memory for a fragment")
+
+    # Bodies over 8 MiB are built fragment by fragment by the host's writer, on its I/O loop.
+    monkeypatch.setattr(BodyFrames, "_fragment", out_of_memory)
+    began = time.monotonic()
+    with pytest.raises(asylo.EnclaveUnavailable, match="writing to its proxy failed"):
+        client.call("echo", b"x" * (9 * MiB))
+    assert time.monotonic() - began < 10
+    with pytest.raises(asylo.EnclaveUnavailable):
+        client.call("echo", b"small")
+    assert eventually(lambda: not Path(f"/proc/{pid}").exists() or
+               Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", timeout=15)
+
+
+def test_a_result_the_proxy_cannot_build_fails_the_call_or_the_session_without_a_hang(load_primitives: Load) -> None:
+    client = load_primitives()
+    assert client.call("break_large_bodies") == b"broken"
+    assert client.call("echo", b"x" * 1000) == b"x" * 1000  # one frame: no fragments to build
+    # A body of a few frames is built by the worker before anything is sent: that call fails, the session goes on.
+    with pytest.raises(asylo.ResourceExhaustedError, match="the result could not be encoded: MemoryError"):
+        client.call("echo", b"x" * MiB)
+    assert client.call("echo", b"y" * 1000) == b"y" * 1000
+    # A larger one is built by the proxy's writer as it goes out: frames are lost, so the session ends.
+    began = time.monotonic()
+    with pytest.raises(asylo.EnclaveUnavailable):
+        client.call("echo", b"x" * (9 * MiB))
+    assert time.monotonic() - began < 10
+    with pytest.raises(asylo.EnclaveUnavailable):
+        client.call("echo", b"small")
 
 
 def test_100_echoes(load_primitives: Load) -> None:

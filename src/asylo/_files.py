@@ -4,6 +4,7 @@ bounded reads, private directories."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
@@ -91,7 +92,12 @@ def private_directory(path: Path, what: str, *, parents: bool = False) -> Path:
             os.mkdir(path, 0o700)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise FailedPreconditionError(f"{path}: not a directory {what} can use: {exc.strerror or exc}") from None
+        # O_NOFOLLOW with O_DIRECTORY fails a symbolic link with ENOTDIR or ELOOP, whose texts ("not a directory",
+        # "too many levels of symbolic links") would puzzle for a link to a directory: say what is there.
+        why = exc.strerror or str(exc)
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP) and path.is_symlink():
+            why = "it is a symbolic link"
+        raise FailedPreconditionError(f"{path}: not a directory {what} can use: {why}") from None
     try:
         info = os.fstat(fd)  # of the directory opened, not of whatever the name points to by now
         if info.st_uid != os.geteuid():

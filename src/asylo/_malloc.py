@@ -36,15 +36,14 @@ _TUNABLES = "GLIBC_TUNABLES"
 _HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 
-def with_huge_pages(environ: Mapping[str, str]) -> dict[str, str]:
-    """A copy of `environ` for a child process that moves large messages (a proxy): glibc's malloc there asks the
-    kernel for transparent huge pages. Tunables already set are kept, and a hugetlb setting among them wins."""
-    env = dict(environ)
-    if sys.platform.startswith("linux"):
-        tunables = env.get(_TUNABLES, "")
-        if "glibc.malloc.hugetlb=" not in tunables:
-            env[_TUNABLES] = f"{tunables}:{_HUGE_PAGES}" if tunables else _HUGE_PAGES
-    return env
+def with_huge_pages(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """The environment for a child process that moves large messages (a proxy): a copy of `environ` in which glibc's
+    malloc asks the kernel for transparent huge pages; None (inherit ours unchanged) where there is nothing to add —
+    not Linux, or a hugetlb setting of the user's already there. Other tunables already set are kept."""
+    tunables = environ.get(_TUNABLES, "")
+    if not sys.platform.startswith("linux") or "glibc.malloc.hugetlb=" in tunables:
+        return None
+    return {**environ, _TUNABLES: f"{tunables}:{_HUGE_PAGES}" if tunables else _HUGE_PAGES}
 
 
 def keep_large_buffers() -> bool:

