@@ -201,6 +201,55 @@ def test_enclave_exceptions_come_back_as_status(load_primitives: Load) -> None:
     assert client.call("echo", b"ok") == b"ok"
 
 
+class _Unprintable(Exception):  # noqa: N818 - named for what it does
+    def __str__(self) -> str:
+        raise ValueError("no message for you")
+
+
+def test_exceptions_that_cannot_be_printed_still_come_back_as_status(load_primitives: Load) -> None:
+    registry = asylo.ExitCallRegistry()
+
+    @registry.register("unprintable")
+    def unprintable() -> bytes:
+        raise _Unprintable
+
+    client = load_primitives(exit_calls=registry)
+    with pytest.raises(asylo.UnknownError, match=r"Unprintable: <the exception could not be printed>"):
+        client.call("fail_unprintable")
+    with pytest.raises(asylo.UnknownError, match=r"_Unprintable: <the exception could not be printed>"):
+        client.call("call_host", b"unprintable")
+    assert client.call("echo", b"ok") == b"ok"
+
+
+@pytest.mark.parametrize("backend", ["sim"])
+def test_a_host_thread_the_enclave_has_no_thread_for_is_refused(load_primitives: Load,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    client = load_primitives()
+    start = threading.Thread.start
+
+    def no_workers(thread: threading.Thread) -> None:
+        if "-worker-" in thread.name:
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.call("echo", b"x")
+        except BaseException as exc:
+            errors.append(exc)
+
+    monkeypatch.setattr(threading.Thread, "start", no_workers)
+    caller = threading.Thread(target=call)  # a new host thread: it needs an enclave thread of its own
+    caller.start()
+    caller.join(10)
+    monkeypatch.undo()
+    assert not caller.is_alive() and len(errors) == 1
+    assert isinstance(errors[0], asylo.ResourceExhaustedError) and "cannot start a thread" in str(errors[0])
+    assert client.call("echo", b"still here") == b"still here"  # and destroying it (the fixture) works
+
+
 def test_built_in_host_calls(load_primitives: Load, caplog: pytest.LogCaptureFixture,
                              capsys: pytest.CaptureFixture[str]) -> None:
     client = load_primitives("hosted")

@@ -22,6 +22,7 @@ import asylo
 from asylo.remote import ProxyTls
 from asylo.remote.client import RemoteEnclaveProxyClient
 from asylo.remote.devca import create_dev_ca
+from asylo.remote.link import Outbox
 from asylo.remote.provision import READY_PREFIX
 from asylo.session import SessionLimits
 from asylo.session.body import BodyFrames
@@ -98,6 +99,58 @@ def test_a_result_the_proxy_cannot_build_fails_the_call_or_the_session_without_a
     assert time.monotonic() - began < 10
     with pytest.raises(asylo.EnclaveUnavailable):
         client.call("echo", b"small")
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["before-queueing", "after-queueing"])
+def test_an_interrupt_while_a_call_goes_out_leaves_the_thread_usable(load_primitives: Load,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     queued: bool) -> None:
+    client = load_primitives()
+    put = Outbox.put
+
+    def interrupted(outbox: Outbox, *args: object, **kwargs: object) -> None:
+        monkeypatch.setattr(Outbox, "put", put)  # once
+        if queued:
+            put(outbox, *args, **kwargs)  # type: ignore[arg-type]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Outbox, "put", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        client.call("echo", b"interrupted")
+    for i in range(3):  # the same host thread: it got a fresh slot, and a late answer to the old one is absorbed
+        assert client.call("echo", f"next {i}".encode()) == f"next {i}".encode()
+
+
+def test_calls_from_inside_the_transport_are_refused_not_a_deadlock(load_primitives: Load,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    client = load_primitives()
+    enclave = client.loaded_enclave
+    assert isinstance(enclave, RemoteEnclaveProxyClient)
+    errors: list[BaseException] = []
+
+    def call_from_here() -> None:
+        try:
+            client.call("echo", b"nested")
+        except BaseException as exc:
+            errors.append(exc)
+
+    # A finalizer run by the garbage collector on the connection's I/O thread...
+    done = threading.Event()
+    enclave._loop.call_soon_threadsafe(lambda: (call_from_here(), done.set()))
+    assert done.wait(10)
+    # ... and one run while this thread holds the session's lock, in the middle of sending a call.
+    session = enclave._link.session
+    send_call = session.send_call
+
+    def send_call_with_a_finalizer(call: object) -> object:
+        monkeypatch.setattr(session, "send_call", send_call)
+        call_from_here()
+        return send_call(call)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session, "send_call", send_call_with_a_finalizer)
+    assert client.call("echo", b"outer") == b"outer"
+    assert [type(error) for error in errors] == [asylo.FailedPreconditionError] * 2
+    assert "I/O thread" in str(errors[0]) and "while this thread is sending" in str(errors[1])
 
 
 def test_100_echoes(load_primitives: Load) -> None:

@@ -59,7 +59,11 @@ class Status:
         """The status an exception stands for: its own code if it is an AsyloError, else UNKNOWN with its type."""
         if isinstance(exc, AsyloError):
             return cls(exc.code, exc.message)
-        return cls(StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+        try:
+            text = str(exc)
+        except Exception:  # a user's exception whose __str__ fails must not take the answer down with it
+            text = "<the exception could not be printed>"
+        return cls(StatusCode.UNKNOWN, f"{type(exc).__name__}: {text}")
 
     def raise_for_status(self) -> None:
         """Raise the exception for this status; do nothing if it is OK."""

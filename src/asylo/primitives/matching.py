@@ -99,6 +99,10 @@ def _serve(call: Call, handler: Handler, send: Send) -> BaseException | None:
     except AsyloError as exc:
         # The other side is gone (or the transport refused the result): nobody is left to tell.
         _log.debug("could not send the result of call %d: %s", call.call_id, exc)
+    except Exception:
+        # The transport failed in a way it should not (it answers what it cannot encode with an error itself).
+        # This thread must go on serving its peer thread whatever happens, so: log it, loudly.
+        _log.exception("could not send the result of call %d", call.call_id)
     return interrupt
 
 
@@ -215,9 +219,11 @@ class HostThreads:
         slot = self._slot()
         key, inbox = slot.key, slot.inbox
         call_id = next(self._call_ids)
-        self._send(Call(call_id, key, selector, list(extents)))
         slot.waiting += 1
         try:
+            # Sent inside the try: an interrupt while the call goes out (recorded by the transport or not) leaves
+            # this thread a fresh slot, not one whose peer may still be busy with the call.
+            self._send(Call(call_id, key, selector, list(extents)))
             return _wait_for_result(inbox, call_id, self._exit_handler, self._send)
         except Exception:
             raise
@@ -323,6 +329,9 @@ class EnclaveThreads:
                                      f"{self._max_threads} host threads (max_threads)")
                 else:
                     worker = self._start_worker(message.thread)
+                    if worker is None:
+                        refusal = Status(ResourceExhaustedError.code, f"enclave {self._name!r} cannot start a "
+                                         f"thread for this host thread (the system refused a new thread)")
         if refusal is not None:
             if isinstance(message, Call):
                 self._send(Result(message.call_id, message.thread, refusal))
@@ -332,12 +341,18 @@ class EnclaveThreads:
                                 f"in the enclave")
         worker.inbox.put(message)
 
-    def _start_worker(self, key: int) -> _Worker:
+    def _start_worker(self, key: int) -> _Worker | None:
+        """A started worker for host thread `key`, or None if no thread can be started (a pids limit, say)."""
         worker = _Worker(key)
-        worker.thread = threading.Thread(target=self._run_worker, args=(worker,), daemon=True,
-                                         name=f"{self._name}-worker-{key}")
+        thread = threading.Thread(target=self._run_worker, args=(worker,), daemon=True,
+                                  name=f"{self._name}-worker-{key}")
+        try:
+            thread.start()
+        except RuntimeError:  # "can't start new thread"
+            _log.warning("enclave %r: cannot start a worker thread for host thread %d", self._name, key)
+            return None
+        worker.thread = thread
         self._workers[key] = worker
-        worker.thread.start()
         return worker
 
     def _retire(self, key: int) -> None:

@@ -34,6 +34,7 @@ from asylo.status import (
     AsyloError,
     AttestationError,
     DeadlineExceededError,
+    FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
     PermissionDeniedError,
@@ -215,6 +216,11 @@ class RemoteEnclaveProxyClient:
         return self._target
 
     def enter(self, selector: int, extents: Sequence[bytes]) -> list[bytes]:
+        if threading.current_thread() is self._io_thread:
+            # Code run by the I/O loop itself (a finalizer the garbage collector ran there): waiting here would stop
+            # the loop that has to deliver the answer.
+            raise FailedPreconditionError("an entry call from the connection's own I/O thread (a finalizer run by "
+                                          "the garbage collector?) would wait forever; call from another thread")
         return self._host.enter(selector, extents)
 
     def close(self, reason: str) -> None:

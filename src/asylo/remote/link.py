@@ -24,6 +24,7 @@ from asylo.session.connection import Event
 from asylo.status import (
     AsyloError,
     EnclaveUnavailable,
+    FailedPreconditionError,
     InvalidArgumentError,
     ResourceExhaustedError,
     Status,
@@ -186,10 +187,31 @@ class SessionLink:
         self.session = session
         self._outbox = outbox
         self._lock = threading.Lock()
+        self._owner: int | None = None  # the thread holding the lock
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The lock, refused (FailedPreconditionError) to the thread that holds it already.
+
+        That thread is in the middle of encoding or decoding, and the garbage collector can run a finalizer there
+        (a `__del__` in enclave or host code) which crosses the boundary: waiting for the lock it holds would hang
+        the session for good, and entering the session mid-operation would corrupt it. Reading `_owner` unlocked is
+        safe: only this thread can have set it to this thread's id.
+        """
+        me = threading.get_ident()
+        if self._owner == me:
+            raise FailedPreconditionError("a call across the enclave boundary from code that runs while this thread "
+                                          "is sending or receiving (a finalizer run by the garbage collector?)")
+        with self._lock:
+            self._owner = me
+            try:
+                yield
+            finally:
+                self._owner = None
 
     def send(self, message: Message) -> None:
         """Encode and queue a message (the `send` of HostThreads and EnclaveThreads)."""
-        with self._lock:
+        with self._locked():
             if isinstance(message, Call):
                 frames = self.session.send_call(message)
             elif isinstance(message, Result):
@@ -214,7 +236,7 @@ class SessionLink:
 
     def receive(self, data: bytes) -> list[Event]:
         """Events of one gRPC message (one or more frames); a malformed message is a protocol violation."""
-        with self._lock:
+        with self._locked():
             try:
                 frames = batching.unpack(data, self.session.limits.max_frame_size + FRAGMENT_OVERHEAD)
             except InvalidArgumentError as exc:
@@ -226,12 +248,12 @@ class SessionLink:
 
     def goodbye(self, status: Status) -> None:
         """Say goodbye (if the session is still open) and end the stream; safe to call more than once."""
-        with self._lock, contextlib.suppress(EnclaveUnavailable):
+        with self._locked(), contextlib.suppress(EnclaveUnavailable):
             self._outbox.close([self.session.send_goodbye(status)] if self.session.is_open else [])
 
     def send_raw(self, frames: list[bytes]) -> None:
         """Queue frames the session already produced (a goodbye after a violation) and end the stream."""
-        with self._lock:
+        with self._locked():
             try:
                 self._outbox.close(frames)
             except EnclaveUnavailable:

@@ -25,6 +25,13 @@ def _u64(value: int) -> bytes:
     return MessageWriter().push_u64(value).extents()[0]
 
 
+class Unprintable(Exception):  # noqa: N818 - named for what it does
+    """An exception whose message cannot be made: the answer to the call must still go back."""
+
+    def __str__(self) -> str:
+        raise ValueError("no message for you")
+
+
 class PrimitivesTestEnclave(TrustedApplication):
     def initialize(self, config: EnclaveConfig) -> None:
         if config.data == b"fail":
@@ -96,6 +103,10 @@ class PrimitivesTestEnclave(TrustedApplication):
     @entry_point
     def fail_unknown(self) -> bytes:
         raise ValueError("an unexpected enclave error")
+
+    @entry_point
+    def fail_unprintable(self) -> bytes:
+        raise Unprintable
 
     @entry_point
     def fail_not_found(self) -> bytes:
