@@ -156,6 +156,19 @@ def nothing_left_behind() -> Iterator[None]:
     assert not new_children(), f"child processes left behind: {new_children()}"
 
 
+def raising_into(errors: list[BaseException], call: Callable[[], object]) -> Callable[[], None]:
+    """`call`, made to put what it raises into `errors`: for calls made where the test cannot catch (another thread,
+    the I/O loop)."""
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    return run
+
+
 def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     """Whether `predicate` holds within `timeout` (for what a remote peer tells us asynchronously)."""
     deadline = time.monotonic() + timeout

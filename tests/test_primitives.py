@@ -12,7 +12,7 @@ import pytest
 
 import asylo
 from asylo.primitives import selectors
-from tests.conftest import enclave_worker_threads, eventually, from_u64, u64
+from tests.conftest import enclave_worker_threads, eventually, from_u64, raising_into, u64
 
 Load = Callable[..., asylo.EnclaveClient]
 
@@ -233,15 +233,9 @@ def test_a_host_thread_the_enclave_has_no_thread_for_is_refused(load_primitives:
         start(thread)
 
     errors: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            client.call("echo", b"x")
-        except BaseException as exc:
-            errors.append(exc)
-
     monkeypatch.setattr(threading.Thread, "start", no_workers)
-    caller = threading.Thread(target=call)  # a new host thread: it needs an enclave thread of its own
+    # A new host thread: it needs an enclave thread of its own.
+    caller = threading.Thread(target=raising_into(errors, lambda: client.call("echo", b"x")))
     caller.start()
     caller.join(10)
     monkeypatch.undo()
@@ -290,14 +284,7 @@ def test_worker_thread_limit(load_primitives: Load) -> None:
     try:
         assert held.wait(10)
         errors: list[BaseException] = []
-
-        def third() -> None:
-            try:
-                client.call("echo", b"third thread")
-            except BaseException as exc:
-                errors.append(exc)
-
-        refused = threading.Thread(target=third)
+        refused = threading.Thread(target=raising_into(errors, lambda: client.call("echo", b"third thread")))
         refused.start()
         refused.join(10)
         assert len(errors) == 1

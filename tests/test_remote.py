@@ -26,7 +26,7 @@ from asylo.remote.link import Outbox
 from asylo.remote.provision import READY_PREFIX
 from asylo.session import SessionLimits
 from asylo.session.body import BodyFrames
-from tests.conftest import eventually, from_u64, u64
+from tests.conftest import eventually, from_u64, raising_into, u64
 
 Load = Callable[..., asylo.EnclaveClient]
 MiB = 1 << 20
@@ -127,12 +127,7 @@ def test_calls_from_inside_the_transport_are_refused_not_a_deadlock(load_primiti
     enclave = client.loaded_enclave
     assert isinstance(enclave, RemoteEnclaveProxyClient)
     errors: list[BaseException] = []
-
-    def call_from_here() -> None:
-        try:
-            client.call("echo", b"nested")
-        except BaseException as exc:
-            errors.append(exc)
+    call_from_here = raising_into(errors, lambda: client.call("echo", b"nested"))
 
     # A finalizer run by the garbage collector on the connection's I/O thread...
     done = threading.Event()
