@@ -73,6 +73,8 @@ class _Closed:
 
 
 Message = Call | Result | ThreadGone
+#: Delivers a message to the other side. A ThreadGone may come while the other side still works on calls of that
+#: thread (its host thread stopped waiting: an interrupt); it takes effect once they are over.
 Send = Callable[[Message], None]
 Handler = Callable[[int, Sequence[bytes]], list[bytes]]
 
@@ -131,16 +133,6 @@ def _wait_for_result(inbox: queue.SimpleQueue[Call | Result | _Closed], call_id:
 class _HostThreadSlot:
     key: int
     inbox: queue.SimpleQueue[Call | Result | _Closed] = field(default_factory=queue.SimpleQueue)
-    #: Entry calls this thread has made and not yet had answered (nested ones count too).
-    waiting: int = 0
-
-
-@dataclass
-class _Abandoned:
-    """A slot whose thread stopped waiting (KeyboardInterrupt): its late answers are absorbed, its exit calls
-    refused, and the enclave is told the thread is gone once the last answer is in."""
-
-    waiting: int
 
 
 def _report_thread_gone(threads_ref: weakref.ref[HostThreads], key: int) -> None:
@@ -165,7 +157,9 @@ class HostThreads:
         # Inboxes only: the slot itself must stay reachable from its thread's locals alone, so that it is collected
         # (and the enclave told) when the thread ends.
         self._inboxes: dict[int, queue.SimpleQueue[Call | Result | _Closed]] = {}
-        self._abandoned: dict[int, _Abandoned] = {}
+        #: Keys of slots whose thread stopped waiting (an interrupt): their late answers are dropped and their exit
+        #: calls answered CANCELLED, for as long as the enclave side may still send any.
+        self._abandoned: set[int] = set()
         #: Keys of host threads that ended, for the reporter thread (None stops it).
         self._gone: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._reporter: threading.Thread | None = None
@@ -219,10 +213,9 @@ class HostThreads:
         slot = self._slot()
         key, inbox = slot.key, slot.inbox
         call_id = next(self._call_ids)
-        slot.waiting += 1
         try:
-            # Sent inside the try: an interrupt while the call goes out (recorded by the transport or not) leaves
-            # this thread a fresh slot, not one whose peer may still be busy with the call.
+            # Sent inside the try: an interrupt while the call goes out (whether it went or not) leaves this thread
+            # a fresh slot, not one whose peer may still be busy with the call.
             self._send(Call(call_id, key, selector, list(extents)))
             return _wait_for_result(inbox, call_id, self._exit_handler, self._send)
         except Exception:
@@ -231,38 +224,32 @@ class HostThreads:
             self._abandon(slot)
             raise
         finally:
-            slot.waiting -= 1
             del slot  # a traceback that holds this frame must not keep the slot (and its enclave thread) alive
 
     def _abandon(self, slot: _HostThreadSlot) -> None:
-        # This thread stopped waiting in the middle of a call: it gets a fresh slot next time, and what is still
-        # owed to the old one is absorbed by `deliver`.
+        # This thread stopped waiting in the middle of a call (or while sending it): it gets a fresh slot next time.
+        # What the enclave side still sends the old one is absorbed by `deliver`, and the old slot's end is reported
+        # like any thread's (by its finalizer): the transport tells the enclave side once nothing of that thread is
+        # in progress there (see `Send`).
         with self._lock:
             if self._inboxes.pop(slot.key, None) is not None:
-                self._abandoned[slot.key] = _Abandoned(slot.waiting)
+                self._abandoned.add(slot.key)
         self._local.slot = None
 
     def deliver(self, message: Call | Result) -> None:
         """Route a message from the enclave to the host thread it belongs to."""
         with self._lock:
             inbox = self._inboxes.get(message.thread)
-            abandoned = self._abandoned.get(message.thread) if inbox is None else None
+            abandoned = inbox is None and message.thread in self._abandoned
         if inbox is not None:
             inbox.put(message)
-            return
-        if abandoned is None:
-            # Late traffic for a thread that ended or a connection that closed: nobody waits for it.
-            _log.debug("dropped a message for host thread %d, which is gone", message.thread)
-            return
-        if isinstance(message, Call):
+        elif abandoned and isinstance(message, Call):
             self._send(Result(message.call_id, message.thread,
                               Status(StatusCode.CANCELLED, "the host thread stopped waiting for its call")))
-            return
-        abandoned.waiting -= 1
-        if abandoned.waiting <= 0:
-            with self._lock:
-                self._abandoned.pop(message.thread, None)
-            self._thread_gone(message.thread)
+        else:
+            # A late answer for a thread that stopped waiting, or traffic for a thread that ended or a connection
+            # that closed: nobody waits for it.
+            _log.debug("dropped a message for host thread %d, which is gone", message.thread)
 
     def close(self, reason: str) -> None:
         """Fail every waiting and every later call with EnclaveUnavailable(reason)."""

@@ -188,6 +188,8 @@ class SessionLink:
         self._outbox = outbox
         self._lock = threading.Lock()
         self._owner: int | None = None  # the thread holding the lock
+        #: Host threads that ended while the enclave side still had calls of theirs in progress.
+        self._gone_when_idle: set[int] = set()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -229,6 +231,11 @@ class SessionLink:
                 assert isinstance(message, ThreadGone)
                 if not self.session.is_open:
                     return
+                if self.session.calls_in_progress(message.thread):
+                    # Its host thread stopped waiting (an interrupt) while the enclave side still works on its calls:
+                    # the enclave side hears of it once they are over.
+                    self._gone_when_idle.add(message.thread)
+                    return
                 frames = [self.session.send_thread_gone(message.thread)]
             # Several frames: a header and the fragments of a body of the extents' size (see Session._encode).
             extents = message.extents if isinstance(message, Call | Result) else ()
@@ -244,7 +251,16 @@ class SessionLink:
             events: list[Event] = []
             for frame in frames:
                 events += self.session.receive(frame)
+            self._report_idle_threads()
             return events
+
+    def _report_idle_threads(self) -> None:
+        """Tell the enclave side of ended host threads whose last calls are now over (the lock is held)."""
+        for thread in [t for t in self._gone_when_idle if not self.session.calls_in_progress(t)]:
+            self._gone_when_idle.discard(thread)
+            if self.session.is_open:
+                with contextlib.suppress(EnclaveUnavailable):
+                    self._outbox.put([self.session.send_thread_gone(thread)])
 
     def goodbye(self, status: Status) -> None:
         """Say goodbye (if the session is still open) and end the stream; safe to call more than once."""

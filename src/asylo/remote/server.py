@@ -377,8 +377,10 @@ class RemoteEnclaveProxyServer:
         try:
             await write_fairly(outbox, context.write, limits.max_frame_size, limits.max_reassembly_bytes,
                                session.seal)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, RuntimeError):
-            pass  # the stream is gone: the read side ends the session
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, RuntimeError) as exc:
+            # The stream is gone, most likely, and the read side ends the session; if it is not, this does.
+            _log.debug("writing to the host failed: %r", exc)
+            self.give_up(Status(StatusCode.UNAVAILABLE, f"writing to the host failed: {type(exc).__name__}"))
         except Exception as exc:
             # A frame that could not be made (a large result's fragments are built here: MemoryError) or a bug. The
             # host would wait for it forever: end the session instead.

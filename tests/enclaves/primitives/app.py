@@ -83,6 +83,11 @@ class PrimitivesTestEnclave(TrustedApplication):
         return _u64(_per_thread.count)
 
     @entry_point
+    def worker_count(self) -> bytes:
+        """How many enclave worker threads this process runs (one per host thread the enclave serves)."""
+        return _u64(sum(1 for thread in threading.enumerate() if "-worker-" in thread.name))
+
+    @entry_point
     def thread_id(self) -> bytes:
         return _u64(threading.get_ident())
 
