@@ -47,6 +47,9 @@ from asylo.status import AsyloError, FailedPreconditionError, InvalidArgumentErr
 
 _log = logging.getLogger(__name__)
 
+#: How long a standby proxy waits for a host's hello before refusing it (it refuses either way).
+_REFUSAL_READ_TIMEOUT = 5.0
+
 
 class _Activity:
     """When the host last did something, and how many of its entry calls are running in the enclave.
@@ -217,7 +220,11 @@ class RemoteEnclaveProxyServer:
         del request_iterator  # the stream is read with context.read(), concurrently with context.write()
         if self._image is None:
             # Refused at once rather than held: the host's connect timeout should not run down against a proxy
-            # that may never be assigned, and the token to check against does not exist yet.
+            # that may never be assigned, and the token to check against does not exist yet. Once the hello is in,
+            # though: refused before the host's first write has completed, the stream can end with an error of the
+            # host's own gRPC library ("Internal error from Core") in place of this status.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(context.read(), min(self._hello_timeout, _REFUSAL_READ_TIMEOUT))
             await context.abort(grpc.StatusCode.UNAVAILABLE, "this standby proxy is not assigned yet")
         platform = self._platform()
         session = Session(Role.ENCLAVE, self._limits,
