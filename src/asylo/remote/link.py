@@ -251,7 +251,8 @@ class SessionLink:
             events: list[Event] = []
             for frame in frames:
                 events += self.session.receive(frame)
-            self._report_idle_threads()
+            if self._gone_when_idle:  # hardly ever: an interrupted host thread whose calls were still running
+                self._report_idle_threads()
             return events
 
     def _report_idle_threads(self) -> None:
