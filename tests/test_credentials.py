@@ -133,6 +133,17 @@ def test_insecure_client_refuses_non_loopback_before_making_a_channel() -> None:
     credentials.check_target("127.0.0.1:1")  # loopback passes
 
 
+def test_server_credentials_from_files(ca: DevCaFiles) -> None:
+    assert ServerCredentials.from_files(None, None) == ServerCredentials.insecure_loopback()
+    assert not ServerCredentials.from_files(ca.server_cert, ca.server_key).mutual
+    assert ServerCredentials.from_files(ca.server_cert, ca.server_key, ca.ca_cert).mutual
+    for files in ((ca.server_cert, None, None), (None, ca.server_key, None), (None, None, ca.ca_cert)):
+        with pytest.raises(InvalidArgumentError, match="certificate and key go together"):
+            ServerCredentials.check_files(*files)
+        with pytest.raises(InvalidArgumentError, match="certificate and key go together"):
+            ServerCredentials.from_files(*files)
+
+
 def test_insecure_server_refuses_wildcard_listen_address() -> None:
     credentials = ServerCredentials.insecure_loopback()
     for address in ("0.0.0.0:0", "[::]:0", ":0", "192.0.2.1:0"):

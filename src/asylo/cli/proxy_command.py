@@ -16,7 +16,7 @@ from asylo.image.measurement import MEASUREMENT_SIZE
 from asylo.remote.credentials import ServerCredentials
 from asylo.remote.provision_api import CERTIFICATE_SHA256_SIZE
 from asylo.remote.proxy_process import AssignmentError, parse_hex_digest, read_token, run_proxy, run_standby_proxy
-from asylo.status import AsyloError
+from asylo.status import AsyloError, InvalidArgumentError
 
 
 def _hex_digest(size: int) -> Callable[[click.Context, click.Parameter, str | None], bytes | None]:
@@ -94,8 +94,10 @@ def proxy(image_path: Path | None, standby: bool, listen: str, token_stdin: bool
         raise click.UsageError("give --image (or --standby)")
     elif token_stdin == (token_file is not None):
         raise click.UsageError("give exactly one of --token-stdin and --token-file")
-    if (tls_cert is None) != (tls_key is None) or (tls_client_ca is not None and tls_cert is None):
-        raise click.UsageError("--tls-cert and --tls-key go together, and --tls-client-ca needs them")
+    try:
+        ServerCredentials.check_files(tls_cert, tls_key, tls_client_ca)
+    except InvalidArgumentError:
+        raise click.UsageError("--tls-cert and --tls-key go together, and --tls-client-ca needs them") from None
     if client_cert_sha256 is not None and tls_client_ca is None:
         raise click.UsageError("--client-cert-sha256 needs --tls-client-ca: without mutual TLS no client presents "
                                "a certificate")
@@ -112,8 +114,7 @@ def proxy(image_path: Path | None, standby: bool, listen: str, token_stdin: bool
     try:
         keep_large_buffers()  # the proxy moves megabyte messages: see asylo._malloc
         platform_key = SimPlatformKey.load_or_create(platform_state)
-        credentials = (ServerCredentials.tls(tls_cert, tls_key, client_ca_file=tls_client_ca)
-                       if tls_cert is not None and tls_key is not None else ServerCredentials.insecure_loopback())
+        credentials = ServerCredentials.from_files(tls_cert, tls_key, tls_client_ca)
         if standby:
             code = asyncio.run(run_standby_proxy(listen=listen, credentials=credentials, hello_timeout=hello_timeout,
                                                  idle_timeout=idle_timeout, platform_key=platform_key))

@@ -85,8 +85,7 @@ class ProvisionServerConfig:
     def __post_init__(self) -> None:
         if not self.trusted_signers:
             raise InvalidArgumentError("give at least one trusted signer: the server runs only images they signed")
-        if (self.tls_cert is None) != (self.tls_key is None) or (self.tls_client_ca and self.tls_cert is None):
-            raise InvalidArgumentError("the TLS certificate and key go together, and a client CA needs them")
+        ServerCredentials.check_files(self.tls_cert, self.tls_key, self.tls_client_ca)
         if self.allow_anonymous and not is_loopback_address(self.listen):
             raise InvalidArgumentError("anonymous clients are allowed only on a loopback address")
         if self.warm < 0 or self.max_image_size < 1:
@@ -160,9 +159,7 @@ class ProvisionServer:
 
     async def start(self) -> int:
         config = self.config
-        credentials = (ServerCredentials.tls(config.tls_cert, config.tls_key, client_ca_file=config.tls_client_ca)
-                       if config.tls_cert is not None and config.tls_key is not None
-                       else ServerCredentials.insecure_loopback())
+        credentials = ServerCredentials.from_files(config.tls_cert, config.tls_key, config.tls_client_ca)
         credentials.check_listen_address(config.listen)
         authenticator = ClientAuthenticator(tokens=dict(config.client_tokens), mutual_tls=credentials.mutual,
                                             allow_anonymous=config.allow_anonymous)

@@ -249,6 +249,23 @@ class ServerCredentials:
         client_ca = _read_certificates(client_ca_file, "client CA certificate") if client_ca_file is not None else None
         return cls(private_key=key, certificate_chain=chain, client_ca=client_ca)
 
+    @staticmethod
+    def check_files(cert_file: str | os.PathLike[str] | None, key_file: str | os.PathLike[str] | None,
+                    client_ca_file: str | os.PathLike[str] | None = None) -> None:
+        """InvalidArgumentError unless the files given make sense together: a certificate and its key, or neither;
+        a client CA only with them. (Checked before anything is read, so a command can refuse its flags early.)"""
+        if (cert_file is None) != (key_file is None) or (client_ca_file is not None and cert_file is None):
+            raise InvalidArgumentError("the TLS certificate and key go together, and a client CA needs them")
+
+    @classmethod
+    def from_files(cls, cert_file: str | os.PathLike[str] | None, key_file: str | os.PathLike[str] | None,
+                   client_ca_file: str | os.PathLike[str] | None = None) -> ServerCredentials:
+        """`tls` with these files, or `insecure_loopback` when none is given (`check_files` first)."""
+        cls.check_files(cert_file, key_file, client_ca_file)
+        if cert_file is None or key_file is None:
+            return cls.insecure_loopback()
+        return cls.tls(cert_file, key_file, client_ca_file=client_ca_file)
+
     @property
     def mutual(self) -> bool:
         """True if clients must present a certificate."""
