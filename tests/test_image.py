@@ -497,6 +497,20 @@ def test_unreadable_image_names_the_path(tmp_path: Path) -> None:
         load_image(tmp_path)  # a directory
 
 
+def test_a_fifo_in_place_of_an_image_is_refused_without_waiting(tmp_path: Path) -> None:
+    pipe = tmp_path / "image.aimg"
+    os.mkfifo(pipe)  # nobody ever writes to it: opening it for a plain read would wait forever
+    with pytest.raises(ImageError, match=r"image\.aimg: cannot read image: not a regular file"):
+        load_image(pipe)
+
+
+def test_an_image_named_through_a_symlink_loads(tmp_path: Path, image_bytes: bytes) -> None:
+    real = tmp_path / "real.aimg"
+    real.write_bytes(image_bytes)
+    (tmp_path / "link.aimg").symlink_to(real)
+    assert load_image(tmp_path / "link.aimg").measurement == load_image(real).measurement
+
+
 # --- manifest -----------------------------------------------------------------------------------------------
 
 

@@ -38,16 +38,18 @@ class FileTooLargeError(Exception):
     """`read_regular_file` found more than its limit."""
 
 
-def read_regular_file(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+def read_regular_file(path: Path, limit: int, *, follow_symlinks: bool = False) -> tuple[bytes, os.stat_result]:
     """The contents (at most `limit` bytes) and status of the regular file at `path`, for files that others may
-    have tampered with (uploads, keys, sealed blobs, enclave sources).
+    have tampered with (uploads, keys, sealed blobs, enclave sources, images).
 
-    The name is opened without following a symbolic link (O_NOFOLLOW: a link planted in its place fails with ELOOP)
-    and without blocking on a FIFO (O_NONBLOCK: no effect on a regular file), and everything is checked on the open
-    descriptor, so the file checked is the file read even if the name changes meanwhile. Raises OSError for what the
-    system refuses (FileNotFoundError included), NotRegularFileError, or FileTooLargeError.
+    The name is opened without following a symbolic link (O_NOFOLLOW: a link planted in its place fails with ELOOP;
+    `follow_symlinks` for a path a user named, which may well be a link) and without blocking on a FIFO
+    (O_NONBLOCK: no effect on a regular file), and everything is checked on the open descriptor, so the file
+    checked is the file read even if the name changes meanwhile. Raises OSError for what the system refuses
+    (FileNotFoundError included), NotRegularFileError, or FileTooLargeError.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    no_follow = 0 if follow_symlinks else os.O_NOFOLLOW
+    fd = os.open(path, os.O_RDONLY | no_follow | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         info = os.fstat(fd)  # before any file object: opening one on a directory fails with a vaguer error
         if not stat.S_ISREG(info.st_mode):

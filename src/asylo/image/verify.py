@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from asylo._files import FileTooLargeError, NotRegularFileError, read_regular_file
 from asylo.image import limits
 from asylo.image.errors import ImageError, ImageVerificationError
 from asylo.image.files import check_image_paths
@@ -91,15 +92,18 @@ def load_image(source: str | os.PathLike[str] | bytes | bytearray | memoryview) 
 
 
 def _read_image_file(path: Path) -> bytes:
+    # The limit is checked on what is read, not on a stat (the file may be growing); a FIFO or a device in its
+    # place is refused rather than waited on.
     try:
-        with path.open("rb") as file:
-            # Read one byte past the limit instead of trusting a stat: the file may be growing, or not a file
-            # at all.
-            data = file.read(limits.MAX_IMAGE_SIZE + 1)
+        data, _ = read_regular_file(path, limits.MAX_IMAGE_SIZE, follow_symlinks=True)
+    except NotRegularFileError:
+        raise ImageError(f"{path}: cannot read image: not a regular file") from None
+    except FileTooLargeError:
+        raise ImageError(f"{path}: image is larger than the limit of {limits.MAX_IMAGE_SIZE} bytes") from None
+    except FileNotFoundError:
+        raise ImageError(f"{path}: cannot read image: it does not exist") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot read image: {exc.strerror or exc}") from exc
-    if len(data) > limits.MAX_IMAGE_SIZE:
-        raise ImageError(f"{path}: image is larger than the limit of {limits.MAX_IMAGE_SIZE} bytes")
     return data
 
 

@@ -25,7 +25,6 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 # Imported here, before any assignment, so that a standby proxy has paid for them when it gets its work: an
@@ -196,7 +195,7 @@ async def run_standby_proxy(*, listen: str, credentials: ServerCredentials, hell
             raise ValueError(f"the assignment line is longer than {MAX_ASSIGNMENT_LINE} bytes"
                              if len(line) > MAX_ASSIGNMENT_LINE else "the input ended inside the assignment line")
         work = parse_assignment(line)
-        image = await loop.run_in_executor(None, _load_assigned_image, work.image)
+        image = await loop.run_in_executor(None, load_image, work.image)
         check_measurement(image, work.measurement, work.image)
         server.assign(image, work.token, client_cert_sha256=work.client_cert_sha256)
     except (ValueError, OSError, AsyloError) as exc:
@@ -208,12 +207,6 @@ async def run_standby_proxy(*, listen: str, credentials: ServerCredentials, hell
 
 class AssignmentError(Exception):
     """A standby proxy's assignment was refused: what was wrong with it."""
-
-
-def _load_assigned_image(path: str) -> VerifiedImage:
-    if not Path(path).is_file():
-        raise ValueError(f"the assigned image {path!r} does not exist or is not a file")
-    return load_image(path)
 
 
 def _end_on_signals(server: RemoteEnclaveProxyServer, also: Callable[[], None] | None = None) -> None:
