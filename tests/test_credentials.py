@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import stat
 from pathlib import Path
 
@@ -265,6 +266,10 @@ def test_unreadable_or_wrong_files_are_named(ca: DevCaFiles, tmp_path: Path) -> 
         ServerCredentials.tls(ca.server_cert, not_pem)
     with pytest.raises(InvalidArgumentError, match="cannot read"):
         ClientCredentials.tls(tmp_path)  # a directory
+    pipe = tmp_path / "ca.pem"
+    os.mkfifo(pipe)  # nobody writes to it: a plain open for reading would wait forever
+    with pytest.raises(InvalidArgumentError, match=r"ca\.pem: cannot read .*not a regular file"):
+        ClientCredentials.tls(pipe)
     with pytest.raises(InvalidArgumentError, match="does not match"):
         ServerCredentials.tls(ca.server_cert, ca.client_key)
     encrypted = tmp_path / "encrypted.key"

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import asylo
+from asylo.cli.provision_command import provision as provision_cli
 from asylo.cli.provision_server_command import provision_server
 from asylo.cli.quickstart import backend_config, run_quickstart
 from asylo.identity import SimPlatformKey
@@ -695,3 +696,18 @@ def test_bad_options_are_usage_errors(args: list[str], message: str) -> None:
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("kind", ["not-utf8", "fifo", "huge"])
+def test_a_bad_bearer_token_file_is_a_clear_error(tmp_path: Path, kind: str) -> None:
+    token_file = tmp_path / "token"
+    if kind == "fifo":
+        os.mkfifo(token_file)  # nobody writes to it: read plainly, it would wait forever
+    else:
+        token_file.write_bytes(b"\xff\xfe token" if kind == "not-utf8" else b"x" * 5000)
+    result = CliRunner().invoke(provision_cli, ["images", "--server", "127.0.0.1:1", "--token-file", str(token_file)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"error: INVALID_ARGUMENT: {token_file}: " in result.output
+    assert {"not-utf8": "must be UTF-8 text", "fifo": "not a regular file",
+            "huge": "larger than 4096 bytes"}[kind] in result.output

@@ -440,6 +440,7 @@ def test_kill_orphans_leaves_stale_and_reused_pids_alone(tmp_path: Path) -> None
         start_time = int(Path(f"/proc/{bystander.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
         (pid_dir / str(bystander.pid)).write_text(f"{start_time - 1}\n")  # its pid, but another process's record
         (pid_dir / "notes.txt").write_text("not a record")
+        os.mkfifo(pid_dir / "4194303")  # a record name, but a FIFO: skipped, not waited on
         assert kill_orphans(pid_dir) == 0
         assert bystander.poll() is None
         assert sorted(p.name for p in pid_dir.iterdir()) == ["notes.txt"]

@@ -67,14 +67,16 @@ def read_bounded(path: str | os.PathLike[str], limit: int, what: str, error: typ
     """Read at most `limit` bytes of a small file (a key, a certificate); `error` names the file and what failed."""
     file = Path(path)
     try:
-        with file.open("rb") as stream:
-            data = stream.read(limit + 1)
+        # The user named the path, so a symlink is followed; a FIFO or a device is refused, not waited on.
+        data, _ = read_regular_file(file, limit, follow_symlinks=True)
     except FileNotFoundError as exc:
         raise error(f"{file}: {what} file not found") from exc
+    except NotRegularFileError:
+        raise error(f"{file}: cannot read {what} file: not a regular file") from None
+    except FileTooLargeError:
+        raise error(f"{file}: not a {what} file (larger than {limit} bytes)") from None
     except OSError as exc:
         raise error(f"{file}: cannot read {what} file: {exc.strerror or exc}") from exc
-    if len(data) > limit:
-        raise error(f"{file}: not a {what} file (larger than {limit} bytes)")
     return file, data
 
 

@@ -12,11 +12,14 @@ from typing import Any, TypeVar
 
 import click
 
+from asylo._files import read_bounded
 from asylo.remote.credentials import ClientCredentials
 from asylo.remote.provision_client import ServerProvision
-from asylo.status import AsyloError
+from asylo.status import AsyloError, InvalidArgumentError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+#: A bearer token is a line of printable characters; the bound keeps a wrong path (a log, a device) from being read.
+_MAX_TOKEN_FILE_SIZE = 4096
 #: Where a bearer token may come from besides --token-file (never a command-line value: `ps` shows those).
 TOKEN_ENV = "ASYLO_PROVISION_TOKEN"  # noqa: S105 - the variable's name, not a token
 
@@ -46,7 +49,11 @@ def server_provision(address: str, ca_file: Path | None, client_cert: Path | Non
         credentials = ClientCredentials.tls(ca_file, cert_file=client_cert, key_file=client_key)
     token = os.environ.get(TOKEN_ENV)
     if token_file is not None:
-        token = token_file.read_text(encoding="utf-8").strip()
+        _, data = read_bounded(token_file, _MAX_TOKEN_FILE_SIZE, "bearer token", InvalidArgumentError)
+        try:
+            token = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(f"{token_file}: a bearer token file must be UTF-8 text") from None
     return ServerProvision(address, credentials=credentials, bearer_token=token or None, upload=upload)
 
 

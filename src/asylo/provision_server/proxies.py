@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from asylo._files import private_directory
+from asylo._files import FileTooLargeError, NotRegularFileError, private_directory, read_regular_file
 from asylo._malloc import with_huge_pages
 from asylo.remote.child_process import ListeningChild
 from asylo.remote.credentials import is_loopback_address
@@ -399,6 +399,8 @@ class ProxyLauncher:
 # -- pid files ------------------------------------------------------------------------------------------------------
 
 _PID_FILE_NAME = re.compile(r"[1-9][0-9]{0,9}")
+#: A record holds a process start time in clock ticks: a handful of digits.
+_MAX_RECORD_SIZE = 64
 
 
 class _PidFiles:
@@ -455,12 +457,12 @@ def kill_orphans(pid_dir: Path) -> int:
 
 
 def _read_record(path: Path) -> int | None:
+    """The start time a pid record holds; None for anything else (a planted link, a FIFO, garbage)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+        data, _ = read_regular_file(path, _MAX_RECORD_SIZE)
+    except (OSError, NotRegularFileError, FileTooLargeError):
         return None
-    with os.fdopen(fd, "rb") as record:
-        text = record.read(64).strip()
+    text = data.strip()
     return int(text) if text.isdigit() else None
 
 
