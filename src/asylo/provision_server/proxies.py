@@ -39,6 +39,7 @@ from asylo._malloc import with_huge_pages
 from asylo.remote.child_process import ListeningChild
 from asylo.remote.credentials import is_loopback_address
 from asylo.remote.provision import READY_PREFIX, ProxyTls
+from asylo.remote.provision_client import join_host_port
 from asylo.remote.proxy_process import ASSIGNED_PREFIX
 from asylo.status import EnclaveUnavailable, FailedPreconditionError
 
@@ -86,8 +87,7 @@ class ProxySettings:
 
     @property
     def listen(self) -> str:
-        host = self.listen_host
-        return f"[{host}]:0" if ":" in host and not host.startswith("[") else f"{host}:0"
+        return join_host_port(self.listen_host, 0)
 
     def proxy_args(self) -> list[str]:
         """The options every proxy gets, standby or not."""
