@@ -13,13 +13,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
-from asylo.identity.identity import MEASUREMENT_SIZE, SIGNER_SIZE, EnclaveIdentity
+from asylo.identity.identity import MEASUREMENT_SIZE, SIGNER_SIZE, EnclaveIdentity, check_u32
 from asylo.status import AttestationError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from asylo.image import VerifiedImage
 
-_U32_MAX = 2**32 - 1
 
 
 class IdentityExpectation(ABC):
@@ -59,12 +58,6 @@ def _check_id(name: str, value: object, size: int) -> bytes:
     return value
 
 
-def _check_u32(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U32_MAX:
-        raise InvalidArgumentError(f"expected {name} must be an integer in 0..{_U32_MAX}, got {value!r}")
-    return value
-
-
 class MeasurementIs(IdentityExpectation):
     """Exactly the enclave with this measurement (and not a debug build unless `allow_debug`)."""
 
@@ -92,8 +85,8 @@ class SignerIs(IdentityExpectation):
 
     def __init__(self, signer: bytes, product_id: int, min_svn: int = 0, *, allow_debug: bool = False) -> None:
         self.signer = _check_id("signer", signer, SIGNER_SIZE)
-        self.product_id = _check_u32("product_id", product_id)
-        self.min_svn = _check_u32("min_svn", min_svn)
+        self.product_id = check_u32(product_id, "expected product_id")
+        self.min_svn = check_u32(min_svn, "expected min_svn")
         self.allow_debug = bool(allow_debug)
 
     def mismatch(self, identity: EnclaveIdentity) -> str | None:

@@ -25,6 +25,14 @@ _U32_MAX = 2**32 - 1
 _PLATFORM_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
+def check_u32(value: object, what: str) -> int:
+    """`value` if it is an integer in 0..2**32-1 (a product id, an SVN); InvalidArgumentError naming `what` if not.
+    A bool is refused although Python counts it as an int: `svn=True` is a bug, not SVN 1."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U32_MAX:
+        raise InvalidArgumentError(f"{what} must be an integer in 0..{_U32_MAX}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class EnclaveIdentity:
     """An enclave's identity; constructing one with a bad field raises `InvalidArgumentError` naming the field."""
@@ -43,12 +51,7 @@ class EnclaveIdentity:
                 got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
                 raise InvalidArgumentError(f"enclave identity {name} must be {size} bytes, got {got}")
         for name in ("product_id", "svn"):
-            value = getattr(self, name)
-            # bool is an int in Python; `svn=True` is a bug, not SVN 1.
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U32_MAX:
-                raise InvalidArgumentError(
-                    f"enclave identity {name} must be an integer in 0..{_U32_MAX}, got {value!r}"
-                )
+            check_u32(getattr(self, name), f"enclave identity {name}")
         if not isinstance(self.debug, bool):
             raise InvalidArgumentError(f"enclave identity debug must be a bool, got {self.debug!r}")
         if not isinstance(self.platform, str) or not _PLATFORM_PATTERN.fullmatch(self.platform):

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from asylo.identity.evidence import EVIDENCE_VERSION, encode_evidence
 from asylo.identity.fingerprints import platform_fingerprint
-from asylo.identity.identity import SIM_PLATFORM, EnclaveIdentity
+from asylo.identity.identity import SIM_PLATFORM, EnclaveIdentity, check_u32
 from asylo.identity.platforms import REPORT_DATA_SIZE, SEALING_KEY_SIZE, Platform, PlatformVerifier, SealPolicy
 from asylo.identity.sim_state import SEALING_ROOT_SIZE, default_sim_state_dir, load_or_create_secrets
 from asylo.proto import identity_pb2
@@ -38,7 +38,6 @@ from asylo.status import AttestationError, InvalidArgumentError, PermissionDenie
 EVIDENCE_DOMAIN = b"asylo-sim-evidence-v1\0"
 SEALING_DOMAIN = b"asylo-sim-sealing-v2\0"  # v2: SIGNER keys bind the SVN
 PUBLIC_KEY_SIZE = 32
-_U32_MAX = 2**32 - 1
 SIGNATURE_SIZE = 64
 
 
@@ -136,9 +135,7 @@ class SimPlatform(Platform):
             # The measurement covers the manifest, so product id, SVN and the debug flag are bound as well.
             binding = identity.measurement
         elif policy is SealPolicy.SIGNER:
-            key_svn = identity.svn if svn is None else svn
-            if not isinstance(key_svn, int) or isinstance(key_svn, bool) or not 0 <= key_svn <= _U32_MAX:
-                raise InvalidArgumentError(f"sealing key svn must be an integer in 0..{_U32_MAX}, got {svn!r}")
+            key_svn = check_u32(identity.svn if svn is None else svn, "sealing key svn")
             if key_svn > identity.svn:
                 # The rollback protection is here, in the key: an old version, perhaps with a known flaw, cannot
                 # derive the key of what a newer version sealed, whatever its own code checks or skips.
