@@ -146,16 +146,22 @@ def run_quickstart(message: str, backend: asylo.SimLoadConfig | asylo.RemoteLoad
             click.echo(text)
 
     with _quickstart_enclave(backend, exit_calls, manager, seal_policy) as (client, demo_pb2):
-        enclave_input = asylo.EnclaveInput()
-        demo = enclave_input.Extensions[demo_pb2.quickstart_input]
-        demo.value = message
-        demo.action = demo_pb2.Demo.ENCRYPT
-        output = client.enter_and_run(enclave_input)
+        returned = _ask_demo(client, demo_pb2, message, demo_pb2.Demo.ENCRYPT)
         measurement = client.measurement
-    returned = output.Extensions[demo_pb2.quickstart_output].value
     if received != [returned]:
         raise click.ClickException("the enclave's host call and its output disagree")
     return QuickstartResult(returned, measurement)
+
+
+def _ask_demo(client: asylo.EnclaveClient, demo_pb2: ModuleType, value: str, action: int) -> str:
+    """One run of the demo enclave: `action` (Demo.ENCRYPT or DECRYPT) on `value`; what it answered."""
+    enclave_input = asylo.EnclaveInput()
+    demo = enclave_input.Extensions[demo_pb2.quickstart_input]
+    demo.value = value
+    demo.action = action
+    output = client.enter_and_run(enclave_input)
+    answer: str = output.Extensions[demo_pb2.quickstart_output].value
+    return answer
 
 
 def run_quickstart_decrypt(ciphertext_hex: str, backend: asylo.SimLoadConfig | asylo.RemoteLoadConfig, *,
@@ -169,13 +175,8 @@ def run_quickstart_decrypt(ciphertext_hex: str, backend: asylo.SimLoadConfig | a
     """
     exit_calls = asylo.ExitCallRegistry(key_store=key_store)
     with _quickstart_enclave(backend, exit_calls, manager, seal_policy) as (client, demo_pb2):
-        enclave_input = asylo.EnclaveInput()
-        demo = enclave_input.Extensions[demo_pb2.quickstart_input]
-        demo.value = ciphertext_hex
-        demo.action = demo_pb2.Demo.DECRYPT
-        output = client.enter_and_run(enclave_input)
+        plaintext = _ask_demo(client, demo_pb2, ciphertext_hex, demo_pb2.Demo.DECRYPT)
         measurement = client.measurement
-    plaintext: str = output.Extensions[demo_pb2.quickstart_output].value
     if echo:
         click.echo("Decrypted message:")
         click.echo(plaintext)
