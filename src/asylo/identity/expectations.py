@@ -42,6 +42,12 @@ class IdentityExpectation(ABC):
     def matches(self, identity: EnclaveIdentity) -> bool:
         return self.mismatch(identity) is None
 
+    def constrains_launch(self, kind: str) -> bool:
+        """Whether every identity on platform `kind` that this accepts must have a verified hardware launch that
+        meets reference values (asylo.identity.launch). The host refuses hardware evidence unless its expectation
+        does: a runtime's word about the image it loaded is worth only as much as the launch that runs it."""
+        return False
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.describe()}>"
 
@@ -132,6 +138,9 @@ class AllOf(IdentityExpectation):
     def describe(self) -> str:
         return "all of (" + "; ".join(e.describe() for e in self.expectations) + ")"
 
+    def constrains_launch(self, kind: str) -> bool:
+        return any(e.constrains_launch(kind) for e in self.expectations)
+
 
 class AnyOf(IdentityExpectation):
     """At least one of the expectations; a mismatch says why each alternative failed."""
@@ -152,6 +161,9 @@ class AnyOf(IdentityExpectation):
 
     def describe(self) -> str:
         return "any of (" + "; ".join(e.describe() for e in self.expectations) + ")"
+
+    def constrains_launch(self, kind: str) -> bool:
+        return all(e.constrains_launch(kind) for e in self.expectations)
 
 
 class Not(IdentityExpectation):

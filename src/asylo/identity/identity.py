@@ -8,13 +8,14 @@ construction, so code that holds an `EnclaveIdentity` never has to wonder about 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from asylo.proto import identity_pb2
 from asylo.status import AttestationError, InvalidArgumentError
 
 if TYPE_CHECKING:  # only for the annotation: identity sits below image in the layers and never imports it
+    from asylo.identity.launch import LaunchIdentity
     from asylo.image import VerifiedImage
 
 MEASUREMENT_SIZE = 32
@@ -43,6 +44,10 @@ class EnclaveIdentity:
     svn: int
     debug: bool
     platform: str
+    #: On a hardware platform, what the hardware attested about the launch that runs this enclave (verified by
+    #: the host); None on the simulated platform and on the enclave's own side. It never travels in an
+    #: `EnclaveIdentity` message: the host gets it from the hardware's evidence.
+    launch: LaunchIdentity | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for name, size in (("measurement", MEASUREMENT_SIZE), ("signer", SIGNER_SIZE)):
@@ -58,6 +63,8 @@ class EnclaveIdentity:
             raise InvalidArgumentError(
                 f"enclave identity platform must be a platform kind like 'sim', got {self.platform!r}"
             )
+        if self.launch is not None and self.launch.kind != self.platform:
+            raise InvalidArgumentError(f"a {self.launch.kind} launch for an identity on platform {self.platform!r}")
 
     @property
     def simulated(self) -> bool:
@@ -108,7 +115,8 @@ class EnclaveIdentity:
             "SIMULATED platform 'sim' (no hardware protection)" if self.simulated else f"platform {self.platform!r}"
         )
         kind = "DEBUG enclave" if self.debug else "enclave"
+        launch = f" ({self.launch.describe()})" if self.launch is not None else ""
         return (
             f"{kind} measurement {self.measurement.hex()} signer {self.signer.hex()} "
-            f"product_id {self.product_id} svn {self.svn} on {where}"
+            f"product_id {self.product_id} svn {self.svn} on {where}{launch}"
         )
