@@ -13,8 +13,9 @@ from asylo.proto import identity_pb2
 from asylo.status import AttestationError
 
 EVIDENCE_VERSION = 1
-# Sim evidence is about 300 bytes; real quotes with certificate chains are a few KiB. Far above both.
-MAX_EVIDENCE_SIZE = 16 * 1024
+# Sim evidence is about 300 bytes; an SEV-SNP report with its VCEK, ASK and ARK about 5 KiB; a TDX quote (5 KiB,
+# its PCK chain inside) with its DCAP collateral (about 16 KiB of JSON) about 21 KiB. Room for larger TCB infos.
+MAX_EVIDENCE_SIZE = 64 * 1024
 
 
 def encode_evidence(evidence: identity_pb2.Evidence) -> bytes:

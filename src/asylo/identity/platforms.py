@@ -1,15 +1,15 @@
 """The platform interface: what runs an enclave, attests it and derives its sealing keys.
 
-`SimPlatform` is the one implementation today. Real TEEs (TDX/SEV-SNP through configfs-tsm, SGX through Gramine,
-Nitro) implement this same interface on the enclave side and add a `PlatformVerifier` (asylo.identity.verify) on
-the host side, so the session and the trusted runtime never change when one is added.
+`SimPlatform` (asylo.identity.sim) and `HardwarePlatform` (asylo.identity.hardware: SEV-SNP and TDX through
+configfs-tsm, Nitro through /dev/nsm) implement it on the enclave side; each has a `PlatformVerifier` on the host
+side, so the session and the trusted runtime never change when one is added.
 """
 
 from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from asylo.identity.identity import EnclaveIdentity
 from asylo.proto import identity_pb2
@@ -41,7 +41,8 @@ class Platform(ABC):
 
     __slots__ = ()
 
-    kind: ClassVar[str]
+    #: The platform kind ("sim", "snp", ...): a class attribute, or set per instance by a class serving several.
+    kind: str
 
     @property
     @abstractmethod
@@ -66,8 +67,12 @@ class Platform(ABC):
 class PlatformProvider(Protocol):
     """A machine's platform as the untrusted side that loads enclaves sees it: the fingerprint hosts trust, and the
     `Platform` of each enclave it runs. The proxy, the provision server and the sim backend hold one of these, never
-    a concrete platform: `SimPlatformKey` is the one this release has; a real TEE's (configfs-tsm TDX/SNP, Gramine
-    SGX, Nitro) is another provider here plus a `PlatformVerifier` on the host side."""
+    a concrete platform: `SimPlatformKey` for the simulated platform, `HardwareProvider` for a TEE (configfs-tsm
+    TDX/SNP, Nitro), each with a `PlatformVerifier` on the host side. `fingerprint` is what hosts trust: the sim
+    key's fingerprint, or a hardware platform's kind (trusted by its vendor's roots and reference values)."""
+
+    @property
+    def kind(self) -> str: ...
 
     @property
     def fingerprint(self) -> str: ...
@@ -83,7 +88,8 @@ class PlatformVerifier(ABC):
     registered for the evidence's `platform` kind.
     """
 
-    kind: ClassVar[str]
+    #: The platform kind whose evidence this verifies (a class attribute, or set per instance).
+    kind: str
 
     @abstractmethod
     def authenticate(self, evidence: identity_pb2.Evidence) -> EnclaveIdentity:

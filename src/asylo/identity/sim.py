@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import ClassVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -45,6 +44,9 @@ class SimPlatformKey:
     """A machine's simulated platform root: an Ed25519 attestation key and a sealing root secret."""
 
     __slots__ = ("_sealing_root", "_signing_key", "fingerprint", "path", "public_key")
+
+    kind = SIM_PLATFORM
+    description = "sim (SIMULATED: a software key, for development and tests only)"
 
     def __init__(self, signing_key: Ed25519PrivateKey, sealing_root: bytes, path: Path | None = None) -> None:
         if len(sealing_root) != SEALING_ROOT_SIZE:
@@ -95,7 +97,7 @@ class SimPlatform(Platform):
 
     __slots__ = ("_identity", "_key")
 
-    kind: ClassVar[str] = SIM_PLATFORM
+    kind = SIM_PLATFORM
 
     def __init__(self, key: SimPlatformKey, identity: EnclaveIdentity) -> None:
         if not isinstance(key, SimPlatformKey):
@@ -158,7 +160,7 @@ class SimPlatform(Platform):
 class SimEvidenceVerifier(PlatformVerifier):
     """Checks `sim` evidence: marked simulated, signed by a platform key the host trusts."""
 
-    kind: ClassVar[str] = SIM_PLATFORM
+    kind = SIM_PLATFORM
 
     def __init__(self, trusted_fingerprints: frozenset[str]) -> None:
         self._trusted = trusted_fingerprints

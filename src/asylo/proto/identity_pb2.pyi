@@ -1,6 +1,7 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -22,7 +23,7 @@ class EnclaveIdentity(_message.Message):
     def __init__(self, measurement: _Optional[bytes] = ..., signer: _Optional[bytes] = ..., product_id: _Optional[int] = ..., svn: _Optional[int] = ..., debug: _Optional[bool] = ..., platform: _Optional[str] = ...) -> None: ...
 
 class Evidence(_message.Message):
-    __slots__ = ("version", "platform", "simulated", "identity", "report_data", "platform_public_key", "signature")
+    __slots__ = ("version", "platform", "simulated", "identity", "report_data", "platform_public_key", "signature", "quote", "certificates", "collateral")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +31,9 @@ class Evidence(_message.Message):
     REPORT_DATA_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    QUOTE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
+    COLLATERAL_FIELD_NUMBER: _ClassVar[int]
     version: int
     platform: str
     simulated: bool
@@ -37,4 +41,7 @@ class Evidence(_message.Message):
     report_data: bytes
     platform_public_key: bytes
     signature: bytes
-    def __init__(self, version: _Optional[int] = ..., platform: _Optional[str] = ..., simulated: _Optional[bool] = ..., identity: _Optional[_Union[EnclaveIdentity, _Mapping]] = ..., report_data: _Optional[bytes] = ..., platform_public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    quote: bytes
+    certificates: _containers.RepeatedScalarFieldContainer[bytes]
+    collateral: bytes
+    def __init__(self, version: _Optional[int] = ..., platform: _Optional[str] = ..., simulated: _Optional[bool] = ..., identity: _Optional[_Union[EnclaveIdentity, _Mapping]] = ..., report_data: _Optional[bytes] = ..., platform_public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., quote: _Optional[bytes] = ..., certificates: _Optional[_Iterable[bytes]] = ..., collateral: _Optional[bytes] = ...) -> None: ...

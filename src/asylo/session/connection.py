@@ -39,7 +39,13 @@ from asylo.crypto import RecordChannel, RecordError
 from asylo.primitives.matching import Call, Result, ThreadGone
 from asylo.proto import enclave_pb2, session_pb2
 from asylo.session.body import FRAGMENT_OVERHEAD, BodyFrames, decode_fragment, join_extents
-from asylo.session.handshake import EnclaveHandshake, HostHandshake, check_offer
+from asylo.session.handshake import (
+    HANDSHAKE_FRAME_OVERHEAD,
+    MAX_HANDSHAKE_SIZE,
+    EnclaveHandshake,
+    HostHandshake,
+    check_offer,
+)
 from asylo.session.limits import SessionLimits
 from asylo.status import (
     AsyloError,
@@ -321,7 +327,11 @@ class Session:
         if self.state in (SessionState.CLOSED, SessionState.ERROR):
             return []
         try:
-            if len(data) > self.limits.max_frame_size + FRAGMENT_OVERHEAD:
+            limit = self.limits.max_frame_size + FRAGMENT_OVERHEAD
+            if self.state in (SessionState.AWAITING_HELLO, SessionState.AWAITING_WELCOME):
+                # The hello and the welcome are never fragmented, and hardware evidence rides in the welcome.
+                limit = max(limit, MAX_HANDSHAKE_SIZE + HANDSHAKE_FRAME_OVERHEAD)
+            if len(data) > limit:
                 raise _violation(f"a frame of {len(data)} bytes exceeds max_frame_size "
                                  f"({self.limits.max_frame_size})", StatusCode.RESOURCE_EXHAUSTED)
             if self._records is not None:

@@ -35,9 +35,12 @@ from asylo.status import AttestationError, InvalidArgumentError
 
 _DOMAIN = b"asylo-handshake-v1\0"
 NONCE_SIZE = 32
-#: A welcome's handshake holds a key share and evidence; evidence is a few hundred bytes (it must fit in the
-#: welcome, which is never fragmented).
-MAX_HANDSHAKE_SIZE = 32 * 1024
+#: A welcome's handshake holds a key share and evidence: a few hundred bytes on sim, up to asylo.identity's
+#: MAX_EVIDENCE_SIZE (64 KiB) on hardware (a TDX quote with its collateral is about 21 KiB). The welcome is never
+#: fragmented, so a session takes a first frame this large whatever its max_frame_size (see Session.receive).
+MAX_HANDSHAKE_SIZE = 72 * 1024
+#: What a hello or welcome frame holds besides its handshake: a token, a load config, a name, ids and limits.
+HANDSHAKE_FRAME_OVERHEAD = 8 * 1024
 
 #: (evidence, report data) -> the verified identity (any object; the session only passes it on). Raises
 #: AttestationError when the evidence does not prove what the host expects.

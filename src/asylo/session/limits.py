@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asylo.session.handshake import HANDSHAKE_FRAME_OVERHEAD, MAX_HANDSHAKE_SIZE
+
 MiB = 1 << 20
 
 
@@ -41,5 +43,6 @@ class SessionLimits:
 
     @property
     def grpc_message_limit(self) -> int:
-        """What to give gRPC as its send/receive message limit: a frame plus room for its envelope."""
-        return self.max_frame_size + 4096
+        """What to give gRPC as its send/receive message limit: a frame plus room for its envelope (and never less
+        than the unfragmented hello and welcome, whose hardware evidence can be tens of KiB)."""
+        return max(self.max_frame_size, MAX_HANDSHAKE_SIZE + HANDSHAKE_FRAME_OVERHEAD) + 4096
