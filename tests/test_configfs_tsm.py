@@ -51,16 +51,16 @@ def test_a_privlevel_is_written_and_counted_in_the_generation(tmp_path: Path) ->
 
 def test_a_generation_that_moves_during_the_read_is_refused(tmp_path: Path) -> None:
     with configfs_tsm_double(tmp_path, "--echo", "--race") as root:
-        with pytest.raises(AttestationError, match="generation moved from 1 to 2.*another writer"):
+        with pytest.raises(AttestationError, match=r"generation moved from 1 to 2.*another writer"):
             ConfigfsTsm(root).report(DATA)
         assert os.listdir(root) == []
 
 
 def test_an_oversized_outblob_is_refused_not_truncated(tmp_path: Path) -> None:
     (tmp_path / "over").mkdir()
-    with configfs_tsm_double(tmp_path / "over", "--echo", "--outblob-size", str(MAX_BLOB_SIZE + 1)) as root:
-        with pytest.raises(AttestationError, match=f"outblob is over {MAX_BLOB_SIZE} bytes"):
-            ConfigfsTsm(root).report(DATA)
+    with (configfs_tsm_double(tmp_path / "over", "--echo", "--outblob-size", str(MAX_BLOB_SIZE + 1)) as root,
+          pytest.raises(AttestationError, match=f"outblob is over {MAX_BLOB_SIZE} bytes")):
+        ConfigfsTsm(root).report(DATA)
     (tmp_path / "fits").mkdir()
     with configfs_tsm_double(tmp_path / "fits", "--echo", "--outblob-size", str(MAX_BLOB_SIZE)) as root:
         assert len(ConfigfsTsm(root).report(DATA).outblob) == MAX_BLOB_SIZE
@@ -84,7 +84,7 @@ def test_another_provider_than_the_expected_one_is_refused(tmp_path: Path) -> No
 def test_no_configfs_tsm_says_what_is_missing(tmp_path: Path) -> None:
     tsm = ConfigfsTsm(tmp_path / "absent")
     assert not tsm.present()
-    with pytest.raises(FailedPreconditionError, match="configfs-tsm not found at .*Linux 6.7"):
+    with pytest.raises(FailedPreconditionError, match=r"configfs-tsm not found at .*Linux 6\.7"):
         tsm.report(DATA)
 
 
@@ -93,5 +93,5 @@ def test_report_data_must_be_64_bytes_and_arguments_are_checked(tmp_path: Path) 
         ConfigfsTsm(tmp_path).report(b"short")
     with pytest.raises(InvalidArgumentError, match="unknown configfs-tsm provider"):
         ConfigfsTsm(tmp_path, provider="sgx")
-    with pytest.raises(InvalidArgumentError, match="privlevel must be 0..3"):
+    with pytest.raises(InvalidArgumentError, match=r"privlevel must be 0\.\.3"):
         ConfigfsTsm(tmp_path, privlevel=4)

@@ -467,7 +467,8 @@ def set_field(path: str, value: object) -> Callable[[identity_pb2.Evidence], Non
 ALTERATIONS: dict[str, tuple[Callable[[identity_pb2.Evidence], None], str]] = {
     "version": (set_field("version", 2), "unsupported evidence version 2"),
     "version-0": (set_field("version", 0), "unsupported evidence version 0"),
-    "platform": (set_field("platform", "tdx"), "no verifier for platform 'tdx'"),
+    "platform": (set_field("platform", "nope"), "no verifier for platform 'nope'"),
+    "relabelled as hardware": (set_field("platform", "tdx"), "evidence from platform 'tdx' is marked simulated"),
     "simulated": (set_field("simulated", False), "not marked simulated"),
     "identity.measurement": (set_field("identity.measurement", M2), "signature does not verify"),
     "identity.signer": (set_field("identity.signer", S2), "signature does not verify"),
@@ -481,6 +482,10 @@ ALTERATIONS: dict[str, tuple[Callable[[identity_pb2.Evidence], None], str]] = {
     "platform_public_key-short": (set_field("platform_public_key", b"\1" * 31), "must be 32 bytes"),
     "signature": (set_field("signature", b"\1" * 64), "signature does not verify"),
     "signature-short": (set_field("signature", b"\1" * 63), "signature must be 64 bytes"),
+    # Hardware fields have no place in sim evidence: unsigned bytes riding along are refused, not ignored.
+    "quote": (set_field("quote", b"\1" * 64), "sim evidence carries hardware evidence"),
+    "certificates": (lambda m: m.certificates.append(b"\1"), "sim evidence carries hardware evidence"),
+    "collateral": (set_field("collateral", b"{}"), "sim evidence carries hardware evidence"),
 }
 
 
@@ -594,7 +599,8 @@ def fake_evidence(report_data: bytes) -> bytes:
 
 
 def test_another_platform_plugs_in_as_a_verifier(verifier: EvidenceVerifier) -> None:
-    with pytest.raises(AttestationError, match="no verifier for platform 'fake' \\(this host verifies: sim\\)"):
+    known = "nitro, sgx, sim, snp, tdx"
+    with pytest.raises(AttestationError, match=f"no verifier for platform 'fake' \\(this host verifies: {known}\\)"):
         verifier.verify(fake_evidence(REPORT), report_data=REPORT, expectation=MeasurementIs(M1))
     fake = FakeVerifier()
     extended = EvidenceVerifier([], platform_verifiers=[fake])

@@ -408,7 +408,7 @@ def manual_proxy(primitives_image_file: Path) -> Callable[..., tuple[subprocess.
         proxy.stdin.close()
         line = proxy.stdout.readline()
         assert line.startswith(READY_PREFIX), line + (proxy.stderr.read() if proxy.stderr else "")
-        return proxy, int(line.removeprefix(READY_PREFIX)), token
+        return proxy, int(line.removeprefix(READY_PREFIX).split()[0]), token
 
     yield start
     for proxy in started:

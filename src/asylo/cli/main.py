@@ -13,6 +13,7 @@ import click
 from asylo import __version__
 from asylo.cli.bench_command import bench
 from asylo.cli.devca_command import dev_ca
+from asylo.cli.evidence_command import evidence
 from asylo.cli.image_commands import build, inspect, keygen
 from asylo.cli.platform_command import platform
 from asylo.cli.provision_command import provision
@@ -43,6 +44,7 @@ cli.add_command(bench)
 cli.add_command(provision_server)
 cli.add_command(provision)
 cli.add_command(platform)
+cli.add_command(evidence)
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from asylo.cli.platform_options import platform_options
+from asylo.identity.machine import PlatformOptions, describe_provider
 from asylo.provision_server import (
     DEFAULT_PORT,
     ClientId,
@@ -146,10 +148,7 @@ def _advertise_host(ctx: click.Context, param: click.Parameter, value: str | Non
               help="Proxies to keep pre-started, so that provisioning skips process start-up.")
 @click.option("--metrics-listen", metavar="HOST:PORT",
               help="Serve Prometheus metrics (plain HTTP, /metrics) on this address, e.g. 127.0.0.1:9464.")
-@click.option("--platform-state", type=click.Path(file_okay=False, path_type=Path),
-              help="The simulated platform's state directory: its key attests the enclaves to their hosts. "
-                   "Default: the machine's ($ASYLO_SIM_PLATFORM_DIR, else $XDG_STATE_HOME/asylo/sim-platform), "
-                   "whose fingerprint `asylo platform show` prints.")
+@platform_options
 @click.option("--exit-with-parent", is_flag=True,
               help="Stop (ending every session) when standard input reaches end of file, i.e. when the process "
                    "that started this one is gone. For supervisors and benchmarks.")
@@ -162,7 +161,7 @@ def provision_server(listen: str, state_dir: Path, images_dir: Path | None, trus
                      max_enclaves_per_client: int, idle_timeout: float, hello_timeout: float, max_image_size: int,
                      max_store_size: int, max_images: int, max_uploads_per_client: int,
                      upload_idle_timeout: float, upload_timeout: float, warm: int, metrics_listen: str | None,
-                     platform_state: Path | None, exit_with_parent: bool, advertise_host: str | None) -> None:
+                     platform: PlatformOptions, exit_with_parent: bool, advertise_host: str | None) -> None:
     """Start enclaves on this machine on demand (Asylo's provision server, port 4321).
 
     Clients (`RemoteProvision.instantiate("HOST:4321", ...)`, `asylo quickstart --provision-server HOST:4321`)
@@ -170,8 +169,10 @@ def provision_server(listen: str, state_dir: Path, images_dir: Path | None, trus
     it plus a one-time token for it; the proxy serves that client only. Images come from --images and from
     uploads (`asylo provision upload`), and only those signed by a --trusted-signer ever run.
 
-    Prints `ASYLO-PROVISION-SERVER-READY port=N platform=FINGERPRINT` on standard output once it serves; clients
-    trust the enclaves' evidence by that fingerprint (--trust-platform). gRPC health checking and
+    Prints `ASYLO-PROVISION-SERVER-READY port=N platform=FINGERPRINT` on standard output once it serves; with
+    --platform sim, clients trust the enclaves' evidence by that fingerprint (--trust-platform); on a hardware
+    platform the word is its kind (snp, tdx, nitro), and clients trust it by reference values of its launch
+    (`asylo platform show` on this machine prints them). gRPC health checking and
     server reflection are on, so grpcurl and grpc_health_probe work. SIGTERM or Ctrl-C ends every session and
     exits.
     """
@@ -193,7 +194,7 @@ def provision_server(listen: str, state_dir: Path, images_dir: Path | None, trus
             upload_limits=UploadLimits(per_client=max_uploads_per_client, idle_timeout=upload_idle_timeout,
                                        timeout=upload_timeout),
             idle_timeout=idle_timeout or None, hello_timeout=hello_timeout,
-            warm=warm, metrics_listen=metrics_listen, advertise_host=advertise_host, platform_state=platform_state)
+            warm=warm, metrics_listen=metrics_listen, advertise_host=advertise_host, platform=platform)
         sys.exit(asyncio.run(_serve(config, exit_with_parent=exit_with_parent)))
     except AsyloError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -212,8 +213,10 @@ async def _serve(config: ProvisionServerConfig, *, exit_with_parent: bool) -> in
     metrics = f" metrics_port={server.metrics_port}" if server.metrics_port is not None else ""
     assert server.platform is not None  # started
     click.echo(f"{READY_PREFIX} port={server.port} platform={server.platform.fingerprint}{metrics}")
-    click.echo(f"sim platform fingerprint: {server.platform.fingerprint} (SIMULATED: clients pass it as "
-               f"--trust-platform)", err=True)
+    click.echo(f"asylo provision-server: {describe_provider(server.platform, config.platform)}", err=True)
+    if server.platform.kind == "sim":
+        click.echo(f"sim platform fingerprint: {server.platform.fingerprint} (SIMULATED: clients pass it as "
+                   f"--trust-platform)", err=True)
     click.echo(f"trusted signers: {', '.join(s.hex() for s in config.trusted_signers)}", err=True)
     sys.stdout.flush()
     try:

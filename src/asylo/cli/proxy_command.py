@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from asylo._malloc import keep_large_buffers
-from asylo.identity import SimPlatformKey
+from asylo.cli.platform_options import platform_options
+from asylo.identity.machine import PlatformOptions, describe_provider, open_platform
 from asylo.image.measurement import MEASUREMENT_SIZE
 from asylo.remote.credentials import ServerCredentials
 from asylo.remote.provision_api import CERTIFICATE_SHA256_SIZE
@@ -69,17 +70,15 @@ def _hex_digest(size: int) -> Callable[[click.Context, click.Parameter, str | No
 @click.option("--client-cert-sha256", callback=_hex_digest(CERTIFICATE_SHA256_SIZE), metavar="HEX",
               help="Serve only the host whose TLS client certificate has this SHA-256 fingerprint (of its DER "
                    "encoding); other hosts get PERMISSION_DENIED. Needs --tls-client-ca.")
-@click.option("--platform-state", type=click.Path(file_okay=False, path_type=Path),
-              help="The simulated platform's state directory, whose key attests the enclave to the host and "
-                   "derives its sealing keys (default: $ASYLO_SIM_PLATFORM_DIR, else "
-                   "$XDG_STATE_HOME/asylo/sim-platform; `asylo platform show` prints its fingerprint).")
+@platform_options
 def proxy(image_path: Path | None, standby: bool, listen: str, token_stdin: bool, token_file: Path | None,
           exit_with_parent: bool, hello_timeout: float, idle_timeout: float | None, tls_cert: Path | None,
           tls_key: Path | None, tls_client_ca: Path | None, expect_measurement: bytes | None,
-          client_cert_sha256: bytes | None, platform_state: Path | None) -> None:
+          client_cert_sha256: bytes | None, platform: PlatformOptions) -> None:
     """Host one enclave for one host session, then exit.
 
-    Prints `ASYLO-PROXY-READY port=N` on standard output once it listens. The host connects with the session
+    Prints `ASYLO-PROXY-READY port=N platform=KIND` on standard output once it listens, and on standard error
+    which platform attests the enclave. The host connects with the session
     token; any other token is refused. Normally started by local provisioning or a provision server, not by hand.
     """
     if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]\s]+):\d{1,5}", listen):
@@ -113,7 +112,8 @@ def proxy(image_path: Path | None, standby: bool, listen: str, token_stdin: bool
             raise click.UsageError(str(exc)) from None
     try:
         keep_large_buffers()  # the proxy moves megabyte messages: see asylo._malloc
-        platform_key = SimPlatformKey.load_or_create(platform_state)
+        platform_key = open_platform(platform)
+        click.echo(f"asylo proxy: {describe_provider(platform_key, platform)}", err=True)
         credentials = ServerCredentials.from_files(tls_cert, tls_key, tls_client_ca)
         if standby:
             code = asyncio.run(run_standby_proxy(listen=listen, credentials=credentials, hello_timeout=hello_timeout,

@@ -23,10 +23,21 @@ import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import asylo
+from asylo.cli.platform_options import platform_options
 from asylo.cli.provision_command import connection_options, server_provision
 from asylo.host.sealed_store import SealedBlobStore
-from asylo.identity import SealPolicy, parse_fingerprint
-from asylo.image import ImageError, build_image, generate_signing_key, load_signing_key, save_signing_key, write_image
+from asylo.identity import AllOf, IdentityExpectation, MeasurementIs, SealPolicy, parse_fingerprint
+from asylo.identity.machine import PlatformOptions
+from asylo.identity.verify import expect_launch
+from asylo.image import (
+    ImageError,
+    build_image,
+    generate_signing_key,
+    load_image,
+    load_signing_key,
+    save_signing_key,
+    write_image,
+)
 from asylo.remote.devca import create_dev_ca
 from asylo.remote.provision import ProxyTls
 from asylo.status import AsyloError, InvalidArgumentError
@@ -67,24 +78,31 @@ class QuickstartResult:
 
 
 def backend_config(backend: str, image_path: Path, *, tls_dir: Path | None = None,
-                   provision: asylo.RemoteProvision | None = None,
-                   trusted_platforms: tuple[str, ...] = ()) -> asylo.SimLoadConfig | asylo.RemoteLoadConfig:
+                   provision: asylo.RemoteProvision | None = None, trusted_platforms: tuple[str, ...] = (),
+                   platform: PlatformOptions | None = None,
+                   launch: IdentityExpectation | None = None) -> asylo.SimLoadConfig | asylo.RemoteLoadConfig:
     """The load config for `backend`: "remote" (a proxy process) or "sim" (in-process).
 
-    Remote proxies come from `provision` (default: local provisioning). With `tls_dir`, local provisioning uses
-    mutual TLS with a development CA made there. `trusted_platforms`: fingerprints of the platforms whose evidence
-    the host believes besides those the provisioning vouches for (a provision server's machine needs one).
+    Remote proxies come from `provision` (default: local provisioning, on `platform`). With `tls_dir`, local
+    provisioning uses mutual TLS with a development CA made there. `trusted_platforms`: fingerprints of the sim
+    platforms whose evidence the host believes besides those the provisioning vouches for (a provision server's
+    machine needs one). `launch`: on a hardware platform, the launch expectation (its reference values); the
+    enclave must then be that launch *and* run exactly this image.
     """
     if backend == "sim":
         return asylo.SimLoadConfig(image_path, debug=True)
-    provision = provision or asylo.LocalProvision()
+    provision = provision or asylo.LocalProvision(platform=platform)
     if tls_dir is not None:
         ca = create_dev_ca(tls_dir)
         provision = asylo.LocalProvision(
             tls=ProxyTls(ca.server_cert, ca.server_key, client_ca_file=ca.ca_cert),
-            credentials=asylo.ClientCredentials.tls(ca.ca_cert, cert_file=ca.client_cert, key_file=ca.client_key))
+            credentials=asylo.ClientCredentials.tls(ca.ca_cert, cert_file=ca.client_cert, key_file=ca.client_key),
+            platform=platform)
     proxy = asylo.RemoteProxyClientConfig(provision, trusted_platforms=trusted_platforms)
-    return asylo.RemoteLoadConfig(image_path, proxy=proxy, debug=True)
+    expectation = None
+    if launch is not None:
+        expectation = AllOf(launch, MeasurementIs(load_image(image_path).measurement, allow_debug=True))
+    return asylo.RemoteLoadConfig(image_path, proxy=proxy, debug=True, expectation=expectation)
 
 
 def quickstart_signer(key_store: Path) -> Ed25519PrivateKey:
@@ -196,6 +214,20 @@ def _ciphertext_hex(value: str | None) -> str | None:
     return text
 
 
+def _launch_expectation(value: str | None) -> IdentityExpectation | None:
+    if value is None:
+        return None
+    kind, separator, digits = value.partition("=")
+    try:
+        if not separator:
+            raise InvalidArgumentError(f"takes KIND=HEX, got {value!r}")
+        return expect_launch(kind, bytes.fromhex(digits))
+    except ValueError:
+        raise click.BadParameter(f"not hex digits after {kind}=", param_hint="--expect-launch") from None
+    except InvalidArgumentError as exc:
+        raise click.BadParameter(exc.message, param_hint="--expect-launch") from None
+
+
 def _trusted_platforms(values: tuple[str, ...]) -> tuple[str, ...]:
     try:
         return tuple(parse_fingerprint(value) for value in values)
@@ -234,11 +266,18 @@ def _trusted_platforms(values: tuple[str, ...]) -> tuple[str, ...]:
               help="remote only: believe enclave evidence from the platform with this fingerprint (`asylo platform "
                    "show` on that machine prints it); repeatable. Local proxies run on this machine's own platform, "
                    "which is trusted without it.")
+@click.option("--expect-launch", metavar="KIND=HEX",
+              help="remote only: the enclave must run on this hardware launch: snp=MEASUREMENT, tdx=MRTD or "
+                   "nitro=PCR0 (hex, as `asylo platform show` on that machine prints them); debug launches and "
+                   "(TDX) a TCB status other than UpToDate are refused. Hardware platforms need this instead of "
+                   "--trust-platform.")
 @connection_options
+@platform_options
 def quickstart(message: str | None, decrypt_hex: str | None, key_store: Path | None, seal_policy: str | None,
                backend: str, tls: bool, image_path: Path | None, provision_server: str | None, upload: bool,
-               trust_platforms: tuple[str, ...], ca_file: Path | None, client_cert: Path | None,
-               client_key: Path | None, token_file: Path | None) -> None:
+               trust_platforms: tuple[str, ...], expect_launch: str | None, ca_file: Path | None,
+               client_cert: Path | None, client_key: Path | None, token_file: Path | None,
+               platform: PlatformOptions) -> None:
     """Encrypt a message inside the quickstart enclave (Asylo's quickstart demo).
 
     The enclave generates an AES-256-GCM key that never leaves it, encrypts MESSAGE, and sends the ciphertext back
@@ -277,6 +316,13 @@ def quickstart(message: str | None, decrypt_hex: str | None, key_store: Path | N
         raise click.UsageError("--trust-platform applies to --backend remote only (sim runs on this machine's "
                                "platform)")
     trusted = _trusted_platforms(trust_platforms)
+    launch = _launch_expectation(expect_launch)
+    if launch is not None and backend != "remote":
+        raise click.UsageError("--expect-launch applies to --backend remote only")
+    if platform != PlatformOptions() and (backend != "remote" or provision_server is not None):
+        raise click.UsageError("--platform and its options choose the platform of the proxies started here: they "
+                               "go with --backend remote and no --provision-server (a provision server's operator "
+                               "chooses its platform)")
     connection = (ca_file, client_cert, client_key, token_file)
     if provision_server is None and (upload or any(option is not None for option in connection)):
         raise click.UsageError("--upload, --ca, --client-cert, --client-key and --token-file go with "
@@ -303,7 +349,7 @@ def quickstart(message: str | None, decrypt_hex: str | None, key_store: Path | N
                 write_image(image_path, build_image(quickstart_enclave_dir(), signer))
             tls_dir = Path(tmp) / "dev-ca" if tls else None
             config = backend_config(backend, image_path, tls_dir=tls_dir, provision=provision,
-                                    trusted_platforms=trusted)
+                                    trusted_platforms=trusted, platform=platform, launch=launch)
             if ciphertext_hex is not None:
                 assert store is not None
                 run_quickstart_decrypt(ciphertext_hex, config, key_store=store, seal_policy=policy)

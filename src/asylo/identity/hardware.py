@@ -26,12 +26,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import os
 from collections.abc import Callable
 from typing import Protocol
 
 from asylo.identity.evidence import EVIDENCE_VERSION, encode_evidence
 from asylo.identity.identity import EnclaveIdentity
-from asylo.identity.launch import Endorsements, QuoteVerifier
+from asylo.identity.launch import Endorsements, LaunchIdentity, QuoteVerifier
 from asylo.identity.platforms import REPORT_DATA_SIZE, Platform, PlatformVerifier, SealPolicy
 from asylo.proto import identity_pb2
 from asylo.status import AttestationError, FailedPreconditionError, InvalidArgumentError
@@ -136,6 +137,20 @@ class HardwareProvider:
 
     def platform(self, identity: EnclaveIdentity) -> HardwarePlatform:
         return HardwarePlatform(self._attester, identity)
+
+    def own_launch(self, verifier: QuoteVerifier) -> LaunchIdentity:
+        """This machine's launch as a host would see it: fresh evidence over a random nonce (no enclave's claim),
+        verified by `verifier` and checked to carry that nonce. For `asylo platform show`: the reference values
+        an operator hands to hosts, and a check that the machine's evidence verifies at all."""
+        if verifier.kind != self.kind:
+            raise InvalidArgumentError(f"a {verifier.kind} verifier for a {self.kind} platform")
+        nonce = os.urandom(REPORT_DATA_SIZE)
+        quote, endorsements = self._attester.attest(nonce)
+        launch = verifier.verify(quote, endorsements)
+        if launch.report_data != nonce:
+            raise AttestationError(f"the {self.kind} evidence verifies but its report data is not the nonce it was "
+                                   f"asked for: the platform returned stale or replayed evidence")
+        return launch
 
     def __repr__(self) -> str:
         return f"HardwareProvider({self.description})"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from asylo.identity.expectations import IdentityExpectation
+from asylo.status import InvalidArgumentError
 
 if TYPE_CHECKING:
     from asylo.identity.identity import EnclaveIdentity
@@ -117,6 +118,17 @@ class LaunchExpectation(IdentityExpectation):
     def constrains_launch(self, kind: str) -> bool:
         # Of its own kind it checks reference values; an identity of any other kind it refuses outright.
         return True
+
+
+def expected_bytes(value: object, what: str, size: int) -> bytes | None:
+    """A reference value given to an expectation: None (not checked) or exactly `size` bytes; InvalidArgumentError
+    naming `what` ("SNP measurement") otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, bytes) or len(value) != size:
+        got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+        raise InvalidArgumentError(f"expected {what} must be {size} bytes, got {got}")
+    return value
 
 
 def hex_fields(values: Mapping[str, object]) -> dict[str, object]:

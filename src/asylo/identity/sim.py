@@ -168,6 +168,10 @@ class SimEvidenceVerifier(PlatformVerifier):
     def authenticate(self, evidence: identity_pb2.Evidence) -> EnclaveIdentity:
         if not evidence.simulated:
             raise AttestationError("evidence from platform 'sim' is not marked simulated: it was altered")
+        if evidence.quote or evidence.certificates or evidence.collateral:
+            # The signature does not cover them; unsigned bytes riding along are refused, not ignored.
+            raise AttestationError("sim evidence carries hardware evidence (a quote, certificates or collateral) "
+                                   "that its signature does not cover: it was altered")
         public_key = evidence.platform_public_key
         if len(public_key) != PUBLIC_KEY_SIZE:
             raise AttestationError(f"sim evidence platform key must be {PUBLIC_KEY_SIZE} bytes, got {len(public_key)}")

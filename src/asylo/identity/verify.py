@@ -4,22 +4,29 @@
     identity = verifier.verify(evidence, report_data=transcript_binding, expectation=expectation)
 
 The checks, in order, each failing with an `AttestationError` that names it: size and encoding; the evidence
-version; a verifier for the platform kind (the seam where real TEEs plug in: pass more `PlatformVerifier`s);
-that verifier's authentication (for `sim`: the platform key is trusted and its signature verifies); the attested
-identity's platform kind agrees with the evidence's; the report data equals the caller's (the evidence was made
-for this handshake, not replayed from another); and the identity meets the expectation.
+version; a verifier for the platform kind (sim, and the hardware platforms snp, tdx, sgx and nitro with their
+vendors' roots pinned; pass `platform_verifiers` to add or replace one); that verifier's authentication (for
+`sim`: the platform key is trusted and its signature verifies; for hardware: the vendor evidence verifies and its
+report data binds the runtime's identity claim, see asylo.identity.hardware); the attested identity's platform
+kind agrees with the evidence's; the report data equals the caller's (the evidence was made for this handshake,
+not replayed from another); on hardware, the expectation sets reference values for the launch; and the identity
+meets the expectation.
 """
 
 from __future__ import annotations
 
+import datetime
+import functools
 import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from asylo.identity.evidence import decode_evidence
 from asylo.identity.expectations import IdentityExpectation
 from asylo.identity.fingerprints import parse_fingerprint
+from asylo.identity.hardware import HardwareEvidenceVerifier
 from asylo.identity.identity import EnclaveIdentity
+from asylo.identity.launch import QuoteVerifier
 from asylo.identity.platforms import REPORT_DATA_SIZE, PlatformVerifier
 from asylo.identity.sim import SimEvidenceVerifier
 from asylo.status import AttestationError, InvalidArgumentError
@@ -44,7 +51,8 @@ class EvidenceVerifier:
             raise InvalidArgumentError("trusted_platforms must be a collection of fingerprints, not one string")
         self.trusted_platforms: frozenset[str] = frozenset(parse_fingerprint(fp) for fp in trusted_platforms)
         self._verifiers: dict[str, PlatformVerifier] = {
-            SimEvidenceVerifier.kind: SimEvidenceVerifier(self.trusted_platforms)
+            SimEvidenceVerifier.kind: SimEvidenceVerifier(self.trusted_platforms),
+            **{verifier.kind: verifier for verifier in _default_hardware_verifiers()},
         }
         for verifier in platform_verifiers:
             if not isinstance(verifier, PlatformVerifier):
@@ -78,6 +86,68 @@ class EvidenceVerifier:
                 "evidence report data does not match this handshake: the evidence is stale or replayed from "
                 "another session"
             )
+        if identity.launch is not None and not expectation.constrains_launch(identity.platform):
+            raise AttestationError(
+                f"the enclave runs on platform {identity.platform!r} ({identity.launch.describe()}) but the "
+                f"expectation ({expectation.describe()}) sets no reference values for that launch: the runtime's "
+                f"word about its image is only as good as the launch that runs it. Combine it with "
+                f"{LAUNCH_EXPECTATIONS.get(identity.platform, 'a launch expectation')}(...) in AllOf"
+            )
         expectation.check(identity)
         _log.info("attested %s", identity.describe())
         return identity
+
+
+#: The expectation that sets a hardware platform's reference values, by kind (for messages).
+LAUNCH_EXPECTATIONS = {"snp": "SnpLaunch", "tdx": "TdxLaunch", "sgx": "SgxEnclave", "nitro": "NitroPcrs"}
+#: The hardware platform kinds a host verifies out of the box.
+HARDWARE_KINDS = tuple(LAUNCH_EXPECTATIONS)
+#: What `expect_launch` takes as a launch's measurement, by kind.
+LAUNCH_MEASUREMENTS = {"snp": "MEASUREMENT (48 bytes)", "tdx": "MRTD (48 bytes)", "sgx": "MRENCLAVE (32 bytes)",
+                       "nitro": "PCR0 (48 bytes)"}
+
+
+def expect_launch(kind: str, measurement: bytes, *, allow_debug: bool = False) -> IdentityExpectation:
+    """The launch expectation that pins a hardware launch's main measurement (see LAUNCH_MEASUREMENTS), with the
+    platform's default policy (debug refused; TDX and SGX: TCB status UpToDate): what `--expect-launch` builds."""
+    if kind == "snp":
+        from asylo.identity.snp import SnpLaunch  # noqa: PLC0415
+
+        return SnpLaunch(measurement, allow_debug=allow_debug)
+    if kind == "tdx":
+        from asylo.identity.tdx import TdxLaunch  # noqa: PLC0415
+
+        return TdxLaunch(measurement, allow_debug=allow_debug)
+    if kind == "sgx":
+        from asylo.identity.tdx import SgxEnclave  # noqa: PLC0415
+
+        return SgxEnclave(measurement, allow_debug=allow_debug)
+    if kind == "nitro":
+        from asylo.identity.nitro import NitroPcrs  # noqa: PLC0415
+
+        return NitroPcrs({0: measurement}, allow_debug=allow_debug)
+    raise InvalidArgumentError(f"no launch expectation for platform {kind!r} (one of: {', '.join(HARDWARE_KINDS)})")
+
+
+def quote_verifiers() -> dict[str, QuoteVerifier]:
+    """The hardware platforms' quote verifiers by kind, with their vendors' roots pinned in the code: SEV-SNP
+    (AMD's ARKs), TDX and SGX (Intel's SGX root CA, through dcap-qvl), Nitro (the AWS Nitro root)."""
+    from asylo.identity.nitro import NitroQuoteVerifier  # noqa: PLC0415 - each platform's code when first used
+    from asylo.identity.snp import SnpQuoteVerifier  # noqa: PLC0415
+    from asylo.identity.tdx import SgxQuoteVerifier, TdxQuoteVerifier  # noqa: PLC0415
+
+    verifiers: tuple[QuoteVerifier, ...] = (
+        SnpQuoteVerifier(), TdxQuoteVerifier(), SgxQuoteVerifier(), NitroQuoteVerifier())
+    return {verifier.kind: verifier for verifier in verifiers}
+
+
+def hardware_verifiers(clock: Callable[[], datetime.datetime] | None = None) -> tuple[HardwareEvidenceVerifier, ...]:
+    """`quote_verifiers()`, each as the session's `PlatformVerifier`. `clock`: the time to verify at (default:
+    now)."""
+    return tuple(HardwareEvidenceVerifier(verifier, clock=clock) for verifier in quote_verifiers().values())
+
+
+@functools.cache
+def _default_hardware_verifiers() -> tuple[HardwareEvidenceVerifier, ...]:
+    # Stateless once made (the pinned roots and bundled chains are read at construction): one set per process.
+    return hardware_verifiers()

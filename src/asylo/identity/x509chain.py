@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import warnings
 from collections.abc import Mapping, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 
 from asylo.status import AttestationError
+
+# AMD's VCEKs have serial number 0, which cryptography warns about on every load (a deprecation: RFC 5280 wants a
+# positive serial). The vendor's certificates are what they are; the chain check decides, not that. Only this
+# warning is silenced, for the whole process (catch_warnings per load would not be thread-safe).
+warnings.filterwarnings("ignore", message=".*serial number.*", category=CryptographyDeprecationWarning)
 
 #: A chain longer than this is not one any of the supported vendors issues (SNP: 3, Nitro: 4 or 5).
 MAX_CHAIN_LENGTH = 8
@@ -32,7 +39,7 @@ def load_der_certificate(der: bytes, what: str) -> x509.Certificate:
         raise AttestationError(f"{what} is {len(der)} bytes, over the limit of {MAX_CERTIFICATE_SIZE}")
     try:
         return x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise AttestationError(f"{what} is not a DER X.509 certificate: {exc}") from None
 
 
@@ -85,6 +92,8 @@ def _check_issuer_may_sign(issuer: x509.Certificate, name: str, *, certificates_
         constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         raise AttestationError(f"the {name} certificate issues others but has no basic constraints") from None
+    except (ValueError, x509.DuplicateExtension) as exc:
+        raise AttestationError(f"the {name} certificate has malformed extensions: {exc}") from None
     if not constraints.ca:
         raise AttestationError(f"the {name} certificate issues others but is not a CA")
     # Path length counts the CA certificates below this one (the leaf does not count).

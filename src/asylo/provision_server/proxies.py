@@ -31,11 +31,12 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from asylo._files import FileTooLargeError, NotRegularFileError, private_directory, read_regular_file
 from asylo._malloc import with_huge_pages
+from asylo.identity.machine import PlatformOptions
 from asylo.remote.child_process import ListeningChild
 from asylo.remote.credentials import is_loopback_address
 from asylo.remote.provision import READY_PREFIX, ProxyTls
@@ -72,8 +73,8 @@ class ProxySettings:
     startup_timeout: float = 30.0
     #: The interpreter that runs `python -m asylo proxy`.
     python: str = sys.executable
-    #: The simulated platform's state directory the proxies attest with (None: the machine's default).
-    platform_state: Path | None = None
+    #: The platform the proxies attest with (resolved: never "auto", so every proxy uses the same one).
+    platform: PlatformOptions = field(default_factory=PlatformOptions)
 
     def __post_init__(self) -> None:
         if self.tls is None and not is_loopback_address(self.listen):
@@ -97,9 +98,7 @@ class ProxySettings:
             args += ["--idle-timeout", repr(self.idle_timeout)]
         if self.tls is not None:
             args += self.tls.args()
-        if self.platform_state is not None:
-            args += ["--platform-state", str(self.platform_state)]
-        return args
+        return args + self.platform.proxy_args()
 
 
 class RunningProxy:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -30,7 +31,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from asylo._files import private_directory
-from asylo.identity import PlatformProvider, SimPlatformKey
+from asylo.identity import PlatformProvider
+from asylo.identity.machine import PlatformOptions, open_platform
 from asylo.provision_server.auth import ClientAuthenticator, ClientId
 from asylo.provision_server.metrics import ProvisionMetrics
 from asylo.provision_server.proxies import ProxyLauncher, ProxySettings, kill_orphans
@@ -77,8 +79,8 @@ class ProvisionServerConfig:
     hello_timeout: float = 30.0
     warm: int = 0
     metrics_listen: str | None = None
-    #: The simulated platform's state directory (None: the machine's default, as `asylo platform show` uses).
-    platform_state: Path | None = None
+    #: The platform the proxies attest with (`auto`: what the machine offers, resolved once at start).
+    platform: PlatformOptions = field(default_factory=PlatformOptions)
     #: The host clients should connect to for proxies; None: the listen host, or (wildcard) the host they used.
     advertise_host: str | None = None
 
@@ -181,11 +183,12 @@ class ProvisionServer:
                            max_image_size=config.max_image_size, max_store_size=config.max_store_size,
                            max_images=config.max_images)
         every_interface = "0.0.0.0"  # noqa: S104 - what a listen address of ":4321" asks for
-        # The platform the proxies attest with; made now if new, so the start-up line can name its fingerprint.
-        self.platform = SimPlatformKey.load_or_create(config.platform_state)
+        # The platform the proxies attest with; opened now (a sim key made if new) so that a machine without the
+        # platform asked for fails at start, and the start-up line can name it.
+        self.platform = open_platform(config.platform)
         settings = ProxySettings(listen_host=config.listen_host or every_interface, tls=config.proxy_tls,
                                  hello_timeout=config.hello_timeout, idle_timeout=config.idle_timeout,
-                                 platform_state=config.platform_state)
+                                 platform=dataclasses.replace(config.platform, kind=self.platform.kind))
         self._launcher = ProxyLauncher(settings, warm=config.warm, pid_dir=self.proxy_dir)
         self._servicer = ProvisionServicer(authenticator=authenticator, store=store, sessions=self.sessions,
                                            launcher=self._launcher, metrics=self.metrics,

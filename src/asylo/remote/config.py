@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asylo.backends.base import LoadedEnclave
-from asylo.identity import EnclaveIdentity, EvidenceVerifier, IdentityExpectation, expectation_for_image
+from asylo.identity import (
+    EnclaveIdentity,
+    EvidenceVerifier,
+    IdentityExpectation,
+    PlatformVerifier,
+    expectation_for_image,
+)
+from asylo.identity.verify import HARDWARE_KINDS
 from asylo.image import VerifiedImage, load_image
 from asylo.primitives.matching import Handler
 from asylo.proto import enclave_pb2
@@ -39,9 +46,13 @@ class RemoteProxyClientConfig:
     #: Seconds to wait for the proxy's welcome.
     connect_timeout: float = 10.0
     limits: SessionLimits = field(default_factory=SessionLimits)
-    #: Fingerprints of the platforms (`asylo platform show`) whose evidence the host believes, besides those the
-    #: provisioning vouches for (local provisioning: this machine's own simulated platform).
+    #: Fingerprints of the simulated platforms (`asylo platform show`) whose evidence the host believes, besides
+    #: those the provisioning vouches for (local provisioning: this machine's own simulated platform). Hardware
+    #: platforms need none: their vendors' roots are pinned, and the expectation gives the launch's reference values.
     trusted_platforms: tuple[str, ...] = ()
+    #: Verifiers that add to or replace (by platform kind) the host's own, e.g. a hardware verifier that trusts
+    #: another root (`HardwareEvidenceVerifier(SnpQuoteVerifier(pinned_roots=...))`).
+    platform_verifiers: tuple[PlatformVerifier, ...] = ()
     #: False only to measure what attestation and record encryption cost: nothing is verified and nothing is
     #: encrypted end to end. Never for real use.
     attestation: bool = True
@@ -89,12 +100,15 @@ class RemoteLoadConfig:
                          "to end (RemoteProxyClientConfig(attestation=False) is for measurements only)")
             return None
         trusted = (*proxy.trusted_platforms, *self.proxy.trusted_platforms)
-        if not trusted:
-            raise AttestationError("no trusted platform for the enclave's evidence: trust the proxy machine's "
-                                   "platform with RemoteProxyClientConfig(trusted_platforms=(FINGERPRINT,)) or "
-                                   "--trust-platform FINGERPRINT (`asylo platform show` on that machine prints it)")
-        verifier = EvidenceVerifier(trusted)
         expectation = self.expectation or expectation_for_image(image, allow_debug=self.debug)
+        on_hardware = any(expectation.constrains_launch(kind) for kind in HARDWARE_KINDS)
+        if not trusted and not on_hardware:
+            raise AttestationError("no trusted platform for the enclave's evidence: trust the proxy machine's "
+                                   "simulated platform with RemoteProxyClientConfig(trusted_platforms=(FINGERPRINT,)) "
+                                   "or --trust-platform FINGERPRINT (`asylo platform show` on that machine prints "
+                                   "it), or, for a hardware platform, expect its launch's reference values "
+                                   "(expectation=AllOf(SnpLaunch(...), MeasurementIs(...)))")
+        verifier = EvidenceVerifier(trusted, platform_verifiers=self.proxy.platform_verifiers)
 
         def verify(evidence: bytes, report_data: bytes) -> EnclaveIdentity:
             return verifier.verify(evidence, report_data=report_data, expectation=expectation)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from asylo._malloc import with_huge_pages
 from asylo.identity import SimPlatformKey
+from asylo.identity.machine import PlatformOptions
 from asylo.remote.child_process import ListeningChild
 from asylo.remote.credentials import ClientCredentials
 from asylo.status import InvalidArgumentError
@@ -95,7 +96,8 @@ class LocalProvision(RemoteProvision):
 
     def __init__(self, *, tls: ProxyTls | None = None, credentials: ClientCredentials | None = None,
                  startup_timeout: float = 30.0, hello_timeout: float = 30.0,
-                 python: str = sys.executable, platform_state: Path | None = None) -> None:
+                 python: str = sys.executable, platform_state: Path | None = None,
+                 platform: PlatformOptions | None = None) -> None:
         if (tls is None) != (credentials is None or credentials.insecure):
             raise ValueError("LocalProvision: give tls= (for the proxy) and TLS credentials= (for the host) together")
         self._tls = tls
@@ -103,15 +105,20 @@ class LocalProvision(RemoteProvision):
         self._startup_timeout = startup_timeout
         self._hello_timeout = hello_timeout
         self._python = python
-        # The proxies started here run on this machine's simulated platform, so its key is the one to trust (made
-        # on first use, when the first proxy is provisioned). `platform_state` None: the default place, which the
-        # proxies use too.
-        self._platform_state = platform_state
+        # The proxies started here run on this machine's platform: `platform` (default: the simulated one, whose
+        # key is then the one to trust, made on first use; `platform_state` None: the default place, which the
+        # proxies use too). On hardware the host trusts the vendor's roots and its expectation's reference values.
+        if platform is not None and platform_state is not None:
+            raise InvalidArgumentError("give the sim platform's state in platform= (PlatformOptions(sim_state=...))")
+        self._platform_options = platform or PlatformOptions(sim_state=platform_state)
+        self._platform_state = self._platform_options.sim_state
 
     @functools.cached_property
-    def _platform(self) -> str:
-        """The fingerprint of the platform the proxies run on, read once (on first use)."""
-        return SimPlatformKey.load_or_create(self._platform_state).fingerprint
+    def _trusted_platforms(self) -> tuple[str, ...]:
+        """The fingerprint of the sim platform the proxies run on, read once (on first use); none on hardware."""
+        if self._platform_options.resolved_kind() != "sim":
+            return ()
+        return (SimPlatformKey.load_or_create(self._platform_state).fingerprint,)
 
     def provision(self, image_path: Path) -> ProvisionedProxy:
         token = secrets.token_bytes(32)
@@ -119,8 +126,7 @@ class LocalProvision(RemoteProvision):
                 "--token-stdin", "--exit-with-parent", "--hello-timeout", str(self._hello_timeout)]
         if self._tls is not None:
             args += self._tls.args()
-        if self._platform_state is not None:
-            args += ["--platform-state", os.fspath(self._platform_state)]
+        args += self._platform_options.proxy_args()
         proxy = ListeningChild(args, ready_prefix=READY_PREFIX, what="the enclave's proxy", log=_proxy_log,
                                env=with_huge_pages(os.environ))
         try:
@@ -129,7 +135,7 @@ class LocalProvision(RemoteProvision):
             proxy.release()
             raise
         return ProvisionedProxy(f"127.0.0.1:{port}", token, self._credentials, proxy.release, proxy.pid,
-                                (self._platform,))
+                                self._trusted_platforms)
 
 
 class DirectProvision(RemoteProvision):

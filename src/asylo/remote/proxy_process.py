@@ -158,7 +158,7 @@ async def run_proxy(image_path: str, token: bytes, *, listen: str, credentials: 
     _end_on_signals(server)
     if exit_with_parent:
         _watch_parent(server)
-    print(f"{READY_PREFIX}{port}", flush=True)
+    print(f"{READY_PREFIX}{port}{_platform_word(platform_key)}", flush=True)
     return await _serve(server, hello_timeout)
 
 
@@ -184,7 +184,7 @@ async def run_standby_proxy(*, listen: str, credentials: ServerCredentials, hell
 
     _end_on_signals(server, also=lambda: assigned(b""))
     _watch_parent(server, first_line=assigned)
-    print(f"{READY_PREFIX}{port}", flush=True)
+    print(f"{READY_PREFIX}{port}{_platform_word(platform_key)}", flush=True)
     line = await assignment
     if not line or server.end_status is not None:
         # Let go (or stopped) before any work came: nothing to finalize, nothing went wrong.
@@ -257,3 +257,8 @@ async def _serve(server: RemoteEnclaveProxyServer, hello_timeout: float) -> int:
         return 0
     _log.warning("proxy exits: %s", status)
     return 1
+
+
+def _platform_word(platform_key: PlatformProvider | None) -> str:
+    """The READY line's account of the platform the enclave attests with (after the port, which is read first)."""
+    return "" if platform_key is None else f" platform={platform_key.kind}"

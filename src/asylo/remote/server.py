@@ -323,7 +323,7 @@ class RemoteEnclaveProxyServer:
         """The enclave's platform for this session (the image is known by now: assigned or given at start)."""
         if self._platform_key is None:
             return None
-        return self._platform_key.platform(EnclaveIdentity.from_image(self.image))
+        return self._platform_key.platform(EnclaveIdentity.from_image(self.image, self._platform_key.kind))
 
     async def _load_enclave(self, hello: HelloReceived, link: SessionLink, send: Send, context: Any,
                             platform: Platform | None) -> HostedEnclave:

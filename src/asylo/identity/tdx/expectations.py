@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from asylo.identity.launch import LaunchExpectation, LaunchIdentity
+from asylo.identity.launch import LaunchExpectation, LaunchIdentity, expected_bytes
 from asylo.identity.tdx.quote import (
     REVOKED,
     SGX_MEASUREMENT_SIZE,
@@ -24,15 +24,6 @@ from asylo.identity.tdx.quote import (
     tcb_text,
 )
 from asylo.status import InvalidArgumentError
-
-
-def _optional_bytes(owner: str, name: str, value: object, size: int) -> bytes | None:
-    if value is None:
-        return None
-    if not isinstance(value, bytes) or len(value) != size:
-        got = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
-        raise InvalidArgumentError(f"{owner} expected {name} must be {size} bytes, got {got}")
-    return value
 
 
 def _accepted_statuses(owner: str, accept_tcb_status: Iterable[str]) -> frozenset[str]:
@@ -95,10 +86,10 @@ class TdxLaunch(LaunchExpectation):
                  mrconfigid: bytes | None = None, mrowner: bytes | None = None,
                  accept_tcb_status: Iterable[str] = (), allow_debug: bool = False) -> None:
         owner = "TdxLaunch"
-        self.mrtd = _optional_bytes(owner, "mrtd", mrtd, TDX_MEASUREMENT_SIZE)
+        self.mrtd = expected_bytes(mrtd, f"{owner} mrtd", TDX_MEASUREMENT_SIZE)
         self.rtmrs = self._check_rtmrs(rtmrs)
-        self.mrconfigid = _optional_bytes(owner, "mrconfigid", mrconfigid, TDX_MEASUREMENT_SIZE)
-        self.mrowner = _optional_bytes(owner, "mrowner", mrowner, TDX_MEASUREMENT_SIZE)
+        self.mrconfigid = expected_bytes(mrconfigid, f"{owner} mrconfigid", TDX_MEASUREMENT_SIZE)
+        self.mrowner = expected_bytes(mrowner, f"{owner} mrowner", TDX_MEASUREMENT_SIZE)
         if self.mrtd is None and not self.rtmrs:
             raise InvalidArgumentError("TdxLaunch needs reference values: an mrtd, or rtmrs (mrconfigid and mrowner "
                                        "are chosen by the host that creates the TD and measure no code)")
@@ -117,7 +108,7 @@ class TdxLaunch(LaunchExpectation):
             if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < TDX_RTMR_COUNT:
                 raise InvalidArgumentError(f"TdxLaunch rtmrs: register {index!r} is not one of "
                                            f"0..{TDX_RTMR_COUNT - 1}")
-            value = _optional_bytes("TdxLaunch", f"rtmr{index}", rtmrs[index], TDX_MEASUREMENT_SIZE)
+            value = expected_bytes(rtmrs[index], f"TdxLaunch rtmr{index}", TDX_MEASUREMENT_SIZE)
             if value is None:
                 raise InvalidArgumentError(f"TdxLaunch rtmrs: register {index} has no value")
             checked[index] = value
@@ -175,8 +166,8 @@ class SgxEnclave(LaunchExpectation):
                  isv_prod_id: int | None = None, min_isv_svn: int = 0,
                  accept_tcb_status: Iterable[str] = (), allow_debug: bool = False) -> None:
         owner = "SgxEnclave"
-        self.mrenclave = _optional_bytes(owner, "mrenclave", mrenclave, SGX_MEASUREMENT_SIZE)
-        self.mrsigner = _optional_bytes(owner, "mrsigner", mrsigner, SGX_MEASUREMENT_SIZE)
+        self.mrenclave = expected_bytes(mrenclave, f"{owner} mrenclave", SGX_MEASUREMENT_SIZE)
+        self.mrsigner = expected_bytes(mrsigner, f"{owner} mrsigner", SGX_MEASUREMENT_SIZE)
         if self.mrenclave is None and self.mrsigner is None:
             raise InvalidArgumentError("SgxEnclave needs an mrenclave or an mrsigner (or both)")
         self.isv_prod_id = None if isv_prod_id is None else check_u16(isv_prod_id, "SgxEnclave isv_prod_id")
