@@ -82,7 +82,8 @@ def test_the_virtee_report_as_hex_with_the_ask_ark_given() -> None:
     ("after the VCEK", "is not valid at 2029-10-01"),
     ("another measurement", "measurement is"),
     ("TCB floor above", "is below the minimum"),
-    ("debug", "debug"),
+    ("debug", "allows debugging (bit 19: the hypervisor can read its memory) and debug guests are not allowed "
+              "(--allow-debug accepts them)"),
     ("another chip's VCEK", "chip"),
 ])
 def test_the_genuine_snp_report_is_refused(tmp_path: Path, case: str, reason: str) -> None:
@@ -127,6 +128,8 @@ def test_the_genuine_sgx_quote_needs_its_tcb_status_named() -> None:
     result = run(*args)
     refused(result, "ConfigurationAndSWHardeningNeeded")
     assert "INTEL-SA-00289" in result.stderr and "INTEL-SA-00615" in result.stderr
+    # It names the option that accepts it, not the Python argument.
+    assert "--accept-tcb-status ConfigurationAndSWHardeningNeeded accepts it" in result.stderr
     report = accepted(run(*args, "--accept-tcb-status", "ConfigurationAndSWHardeningNeeded"))
     assert report["advisory_ids"] == ["INTEL-SA-00289", "INTEL-SA-00615"]
 

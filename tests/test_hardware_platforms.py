@@ -142,7 +142,18 @@ GENUINE = {
             datetime.datetime(2025, 7, 1, tzinfo=datetime.UTC)),
     "sgx": ("tdx-sgx-dcap/sgx_quote", (), "tdx-sgx-dcap/sgx_quote_collateral.json",
             datetime.datetime(2025, 7, 1, tzinfo=datetime.UTC)),
+    "nitro": ("nitro/nitro_attestation.b64", (), None,
+              datetime.datetime(2024, 9, 7, 14, 37, 44, tzinfo=datetime.UTC)),
 }
+
+
+def _quote(kind: str, path: str) -> bytes:
+    data = (VECTORS / path).read_bytes()
+    if kind == "nitro":  # the vector is base64 text, as AWS's tools print documents
+        from asylo.identity.nitro import decode_document_file  # noqa: PLC0415
+
+        return decode_document_file(data)
+    return data
 
 
 @pytest.mark.parametrize("kind", sorted(GENUINE))
@@ -153,7 +164,7 @@ def test_genuine_evidence_in_a_session_is_refused_for_its_report_data(
     transcript = bytes(range(64))
     evidence = identity_pb2.Evidence(
         version=1, platform=kind, identity=_claim(primitives_image, kind), report_data=transcript,
-        quote=(VECTORS / path).read_bytes(), certificates=[(VECTORS / c).read_bytes() for c in certificates],
+        quote=_quote(kind, path), certificates=[(VECTORS / c).read_bytes() for c in certificates],
         collateral=(VECTORS / collateral).read_bytes() if collateral else b"")
     with pytest.raises(asylo.AttestationError, match=r"is genuine but its report data .* does not bind this session"):
         EvidenceVerifier([], platform_verifiers=[verifier]).verify(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -140,9 +141,15 @@ def verify(file: Path, kind: str, at: datetime.datetime | None, vcek: Path | Non
         if reason is not None:
             raise AttestationError(f"the {kind} launch does not meet the expectation: {reason}")
     except AttestationError as exc:
-        click.echo(f"refused: {exc.message}", err=True)
+        click.echo(f"refused: {_in_flags(exc.message)}", err=True)
         sys.exit(1)
     click.echo(json.dumps({"verified": True, **launch.to_json(), "expectation": described}, indent=2))
+
+
+def _in_flags(message: str) -> str:
+    """A refusal as this command's user reads it: the options that change the outcome, not the Python arguments."""
+    message = message.replace("allow_debug=True", "--allow-debug")
+    return re.sub(r"accept_tcb_status=\['(\w+)'\]", r"--accept-tcb-status \1", message)
 
 
 def _check_options(kind: str, **given: object) -> None:
