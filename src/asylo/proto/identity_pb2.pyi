@@ -45,3 +45,25 @@ class Evidence(_message.Message):
     certificates: _containers.RepeatedScalarFieldContainer[bytes]
     collateral: bytes
     def __init__(self, version: _Optional[int] = ..., platform: _Optional[str] = ..., simulated: _Optional[bool] = ..., identity: _Optional[_Union[EnclaveIdentity, _Mapping]] = ..., report_data: _Optional[bytes] = ..., platform_public_key: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., quote: _Optional[bytes] = ..., certificates: _Optional[_Iterable[bytes]] = ..., collateral: _Optional[bytes] = ...) -> None: ...
+
+class TpmQuote(_message.Message):
+    __slots__ = ("attest", "signature", "ak_public", "pcrs")
+    ATTEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    AK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    PCRS_FIELD_NUMBER: _ClassVar[int]
+    attest: bytes
+    signature: bytes
+    ak_public: bytes
+    pcrs: _containers.RepeatedCompositeFieldContainer[TpmPcrValue]
+    def __init__(self, attest: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., ak_public: _Optional[bytes] = ..., pcrs: _Optional[_Iterable[_Union[TpmPcrValue, _Mapping]]] = ...) -> None: ...
+
+class TpmPcrValue(_message.Message):
+    __slots__ = ("hash_alg", "index", "value")
+    HASH_ALG_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    hash_alg: int
+    index: int
+    value: bytes
+    def __init__(self, hash_alg: _Optional[int] = ..., index: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
