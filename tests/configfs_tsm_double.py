@@ -13,7 +13,9 @@ How the report is made (one of):
     --fixed-outblob FILE   the file's bytes whatever the inblob (say, a genuine sample), auxblob from
                            --fixed-auxblob FILE
 Faults, for the attester's refusals: --race (generation moves while outblob is read, as when another writer
-interferes), --outblob-size N (pad outblob to N bytes), --omit NAME (the directory lacks that attribute).
+interferes), --other-writer (another write lands right after ours, before we read), --outblob-size N (pad outblob
+to N bytes), --omit NAME (the directory lacks that attribute), --no-provider (mkdir fails with ENXIO, as when no
+attestation driver is bound).
 
 Run as a process (tests start it with `python tests/configfs_tsm_double.py MOUNTPOINT ...`; it prints "mounted"
 once the mount is up and exits when unmounted). Needs /dev/fuse and libfuse3 (Debian's fuse3).
@@ -48,7 +50,10 @@ class ConfigfsTsmDouble(fuse.Operations):  # type: ignore[misc]
     use_ns = True
 
     def __init__(self, make_report: Callable[[bytes], tuple[bytes, bytes]], *, provider: str, race: bool,
-                 outblob_size: int | None, omit: set[str]) -> None:
+                 outblob_size: int | None, omit: set[str], no_provider: bool = False,
+                 other_writer: bool = False) -> None:
+        self._no_provider = no_provider
+        self._other_writer = other_writer
         self._make = make_report
         self._provider = provider
         self._race = race
@@ -97,6 +102,8 @@ class ConfigfsTsmDouble(fuse.Operations):  # type: ignore[misc]
         parts = self._split(path)
         if len(parts) != 2 or parts[0] != "report":
             raise fuse.FuseOSError(errno.EPERM)
+        if self._no_provider:
+            raise fuse.FuseOSError(errno.ENXIO)  # as configfs-tsm does with no sev_guest/tdx_guest driver bound
         with self._lock:
             if parts[1] in self._reports:
                 raise fuse.FuseOSError(errno.EEXIST)
@@ -132,7 +139,7 @@ class ConfigfsTsmDouble(fuse.Operations):  # type: ignore[misc]
             if name == "inblob" and len(data) > 64:
                 raise fuse.FuseOSError(errno.EINVAL)
             report.values[name] = bytes(data)
-            report.generation += 1
+            report.generation += 2 if self._other_writer else 1  # another writer's write right after ours
             report.outblob = None
             return len(data)
 
@@ -189,9 +196,12 @@ def main() -> None:
     parser.add_argument("--race", action="store_true")
     parser.add_argument("--outblob-size", type=int)
     parser.add_argument("--omit", action="append", default=[])
+    parser.add_argument("--no-provider", action="store_true")
+    parser.add_argument("--other-writer", action="store_true")
     args = parser.parse_args()
     operations = ConfigfsTsmDouble(_report_maker(args), provider=args.provider, race=args.race,
-                                   outblob_size=args.outblob_size, omit=set(args.omit))
+                                   outblob_size=args.outblob_size, omit=set(args.omit),
+                                   no_provider=args.no_provider, other_writer=args.other_writer)
     threading.Thread(target=_say_mounted, args=(Path(args.mountpoint),), daemon=True).start()
     fuse.FUSE(operations, args.mountpoint, foreground=True, direct_io=True, allow_other=False)
 

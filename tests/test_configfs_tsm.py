@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from asylo.identity.configfs_tsm import INBLOB_SIZE, MAX_BLOB_SIZE, ConfigfsTsm
+from asylo.identity.configfs_tsm import INBLOB_SIZE, MAX_BLOB_SIZE, ConfigfsTsm, NoTsmProviderError
+from asylo.identity.machine import PlatformOptions, detect_platform
 from asylo.status import AttestationError, FailedPreconditionError, InvalidArgumentError
 from tests.tsm_helpers import configfs_tsm_double
 
@@ -54,6 +55,23 @@ def test_a_generation_that_moves_during_the_read_is_refused(tmp_path: Path) -> N
         with pytest.raises(AttestationError, match=r"generation moved from 1 to 2.*another writer"):
             ConfigfsTsm(root).report(DATA)
         assert os.listdir(root) == []
+
+
+def test_a_write_by_another_before_our_read_is_refused(tmp_path: Path) -> None:
+    with configfs_tsm_double(tmp_path, "--echo", "--other-writer") as root:
+        with pytest.raises(AttestationError, match=r"generation is 2 after our 1 write\(s\): another writer"):
+            ConfigfsTsm(root).report(DATA)
+        assert os.listdir(root) == []
+
+
+def test_configfs_tsm_without_a_provider_says_so_and_auto_falls_back(tmp_path: Path) -> None:
+    with configfs_tsm_double(tmp_path, "--echo", "--no-provider") as root:
+        with pytest.raises(NoTsmProviderError, match="has no attestation provider"):
+            ConfigfsTsm(root).report(DATA)
+        options = PlatformOptions(kind="auto", configfs_tsm=root, nsm_device=tmp_path / "no-nsm",
+                                  sim_state=tmp_path / "sim")
+        # This machine has no SEV/TDX guest device, so nothing else is on offer: sim, and says so.
+        assert detect_platform(options) == "sim"
 
 
 def test_an_oversized_outblob_is_refused_not_truncated(tmp_path: Path) -> None:

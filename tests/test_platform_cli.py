@@ -147,7 +147,11 @@ def test_the_quickstart_expects_a_hardware_launch_when_asked(tmp_path: Path, cha
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--expect-launch", "tpm=00"], "no launch expectation for platform 'tpm'"),
-    (["--expect-launch", "snp=zz"], "not hex digits after snp="),
+    (["--expect-launch", "snp=zz"], "not hex digits for snp measurement"),
+    (["--expect-launch", f"tdx={'00' * 48}"], "do not pin the code the launch runs: give mrtd, rtmr1"),
+    (["--expect-launch", f"tdx={'00' * 48},rtmr1={'00' * 48}"], "do not pin the code the launch runs"),
+    (["--expect-launch", f"nitro=pcr4={'00' * 48}"], "do not pin the code the launch runs: give pcr0"),
+    (["--expect-launch", f"snp={'00' * 48},mrtd={'00' * 48}"], "snp has no reference value mrtd"),
     (["--expect-launch", "snp"], "takes KIND=HEX"),
     (["--expect-launch", "snp=00"], "48 bytes"),
     (["--backend", "sim", "--platform", "snp"], "--platform and its options choose the platform"),
@@ -156,3 +160,24 @@ def test_the_quickstart_expects_a_hardware_launch_when_asked(tmp_path: Path, cha
 def test_quickstart_platform_usage_errors(args: list[str], message: str) -> None:
     done = asylo("quickstart", "-m", "hi", *args)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_launch_expectations_pin_code_only_with_the_right_values() -> None:
+    """Which reference values count as pinning the code a launch runs (and so let a host accept the runtime's word
+    about its image): not a firmware measurement alone, not a Nitro parent's PCRs, not an empty ID key."""
+    from asylo.identity import expect_launch  # noqa: PLC0415
+    from asylo.identity.nitro import NitroPcrs  # noqa: PLC0415
+    from asylo.identity.snp import SnpLaunch  # noqa: PLC0415
+    from asylo.identity.tdx import TdxLaunch  # noqa: PLC0415
+
+    m48 = bytes(range(48))
+    assert not TdxLaunch(m48).constrains_launch("tdx")
+    assert not TdxLaunch(m48, rtmrs={1: m48}).constrains_launch("tdx")
+    assert TdxLaunch(m48, rtmrs={1: m48, 2: m48}).constrains_launch("tdx")
+    assert not NitroPcrs({4: m48}).constrains_launch("nitro")
+    assert not NitroPcrs({1: m48}).constrains_launch("nitro")
+    assert all(NitroPcrs(pcrs).constrains_launch("nitro") for pcrs in ({0: m48}, {8: m48}, {1: m48, 2: m48}))
+    assert not SnpLaunch(id_key_digest=bytes(48)).constrains_launch("snp")
+    assert SnpLaunch(id_key_digest=m48).constrains_launch("snp") and SnpLaunch(m48).constrains_launch("snp")
+    tdx = expect_launch("tdx", {"mrtd": m48, "rtmr1": m48, "rtmr2": m48})
+    assert tdx.constrains_launch("tdx") and "rtmr2" in tdx.describe()

@@ -352,7 +352,9 @@ def test_expectation_arguments_and_description() -> None:
     # Without a measurement or ID key nothing pins the guest image, so the expectation does not constrain an SNP
     # launch (the host would accept whatever guest the hypervisor chose to start).
     assert not SnpLaunch(min_tcb=SnpTcb(3, 0, 8, 115)).constrains_launch("snp")
-    assert SnpLaunch(id_key_digest=bytes(48)).constrains_launch("snp")
+    assert SnpLaunch(id_key_digest=bytes(range(48))).constrains_launch("snp")
+    # All zeros is what a guest launched without an ID block reports: it pins nothing.
+    assert not SnpLaunch(id_key_digest=bytes(48)).constrains_launch("snp")
 
 
 def test_verifier_arguments() -> None:
@@ -592,4 +594,19 @@ def test_any_flipped_bit_of_a_genuine_certificate_is_refused(which: int, offset:
         return
     # `cryptography` accepts a few non-canonical encodings outside what is signed (the BIT STRING's unused-bits
     # count before the signature), so an altered certificate may still verify, but only to the same launch.
+    assert launch == _virtee_launch()
+
+
+@_PROPERTY
+@given(st.integers(1, 2), st.integers(0, 2000), st.integers(0, 7))
+def test_a_flipped_certificate_bit_is_refused_with_the_bundled_chain_too(count: int, offset: int, bit: int) -> None:
+    """With only the VCEK (or VCEK and ASK) in the endorsements, the verifier completes the chain from its bundled
+    AMD chains, reading the given certificates' names on the way: a malformed one is a refusal there too."""
+    certificates = [VIRTEE_VCEK, *MILAN][:count]
+    which = offset % count
+    certificates[which] = flip(certificates[which], offset % len(certificates[which]), bit)
+    try:
+        launch = VERIFIER.verify(VIRTEE_REPORT, Endorsements(tuple(certificates)), at=AT)
+    except AttestationError:
+        return
     assert launch == _virtee_launch()

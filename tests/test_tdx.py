@@ -411,7 +411,11 @@ def test_rtmrs_without_an_mrtd_do_not_constrain_the_launch() -> None:
     assert rtmrs_only.launch_mismatch(tdx_launch()) is None
     assert not rtmrs_only.constrains_launch("tdx")
     assert rtmrs_only.constrains_launch("snp")  # it accepts no SNP launch at all
-    assert AllOf(rtmrs_only, TdxLaunch(MRTD)).constrains_launch("tdx")
+    # MRTD measures the firmware only: the kernel (RTMR1) and command line (RTMR2) must be pinned with it, in one
+    # expectation (AllOf does not add up partial pins: it is conservative).
+    assert not TdxLaunch(MRTD).constrains_launch("tdx")
+    assert not AllOf(rtmrs_only, TdxLaunch(MRTD)).constrains_launch("tdx")
+    assert AllOf(rtmrs_only, TdxLaunch(MRTD, rtmrs={1: RTMRS[1], 2: RTMRS[2]})).constrains_launch("tdx")
     assert SgxEnclave(mrsigner=MRSIGNER, isv_prod_id=0).constrains_launch("sgx")
 
 

@@ -102,7 +102,7 @@ def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> date
               help="tdx, sgx: accept this TCB status besides UpToDate (repeatable), e.g. SWHardeningNeeded.")
 @click.option("--allow-debug", is_flag=True,
               help="Accept a debug launch (its memory is open to its host): for development only.")
-@click.option("--max-age", type=click.FloatRange(min=1), metavar="SECONDS",
+@click.option("--max-age", type=click.FloatRange(min=1, max=86400), metavar="SECONDS",
               help="nitro: refuse a document older than this at --at (default: the verifier's bound).")
 def verify(file: Path, kind: str, at: datetime.datetime | None, vcek: Path | None, ask_ark: Path | None,
            collateral: Path | None, expect_measurement: bytes | None, expect_pcr: dict[int, bytes],

@@ -28,7 +28,7 @@ from asylo.cli.provision_command import connection_options, server_provision
 from asylo.host.sealed_store import SealedBlobStore
 from asylo.identity import AllOf, IdentityExpectation, MeasurementIs, SealPolicy, parse_fingerprint
 from asylo.identity.machine import PlatformOptions
-from asylo.identity.verify import expect_launch
+from asylo.identity.verify import LAUNCH_VALUES, expect_launch
 from asylo.image import (
     ImageError,
     build_image,
@@ -215,15 +215,25 @@ def _ciphertext_hex(value: str | None) -> str | None:
 
 
 def _launch_expectation(value: str | None) -> IdentityExpectation | None:
+    """`KIND=HEX[,NAME=HEX...]`: the first value is the launch's main measurement (LAUNCH_VALUES)."""
     if value is None:
         return None
-    kind, separator, digits = value.partition("=")
+    kind, separator, rest = value.partition("=")
     try:
-        if not separator:
-            raise InvalidArgumentError(f"takes KIND=HEX, got {value!r}")
-        return expect_launch(kind, bytes.fromhex(digits))
-    except ValueError:
-        raise click.BadParameter(f"not hex digits after {kind}=", param_hint="--expect-launch") from None
+        if not separator or not rest:
+            raise InvalidArgumentError(f"takes KIND=HEX[,NAME=HEX...], got {value!r}")
+        values: dict[str, bytes] = {}
+        for index, item in enumerate(rest.split(",")):
+            name, has_name, digits = item.rpartition("=")
+            if index == 0 and not has_name:
+                name = LAUNCH_VALUES[kind][0][0] if kind in LAUNCH_VALUES else "measurement"
+            elif not has_name or not name:
+                raise InvalidArgumentError(f"takes KIND=HEX[,NAME=HEX...], got {item!r} after the first value")
+            try:
+                values[name.strip()] = bytes.fromhex(digits)
+            except ValueError:
+                raise InvalidArgumentError(f"not hex digits for {kind} {name}") from None
+        return expect_launch(kind, values)
     except InvalidArgumentError as exc:
         raise click.BadParameter(exc.message, param_hint="--expect-launch") from None
 
@@ -266,11 +276,12 @@ def _trusted_platforms(values: tuple[str, ...]) -> tuple[str, ...]:
               help="remote only: believe enclave evidence from the platform with this fingerprint (`asylo platform "
                    "show` on that machine prints it); repeatable. Local proxies run on this machine's own platform, "
                    "which is trusted without it.")
-@click.option("--expect-launch", metavar="KIND=HEX",
-              help="remote only: the enclave must run on this hardware launch: snp=MEASUREMENT, tdx=MRTD or "
-                   "nitro=PCR0 (hex, as `asylo platform show` on that machine prints them); debug launches and "
-                   "(TDX) a TCB status other than UpToDate are refused. Hardware platforms need this instead of "
-                   "--trust-platform.")
+@click.option("--expect-launch", metavar="KIND=HEX[,NAME=HEX...]",
+              help="remote only: the enclave must run on this hardware launch (hex values as `asylo platform show` "
+                   "on that machine prints them, better computed from the VM or enclave image): "
+                   "snp=MEASUREMENT; tdx=MRTD,rtmr1=HEX,rtmr2=HEX; nitro=PCR0 (or pcr1=HEX,pcr2=HEX, pcr8=HEX). "
+                   "Debug launches and (TDX) a TCB status other than UpToDate are refused. Hardware platforms "
+                   "need this instead of --trust-platform.")
 @connection_options
 @platform_options
 def quickstart(message: str | None, decrypt_hex: str | None, key_store: Path | None, seal_policy: str | None,

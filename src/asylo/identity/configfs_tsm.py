@@ -36,6 +36,10 @@ MAX_ATTRIBUTE_SIZE = 64
 PROVIDER_KINDS = {"sev_guest": "snp", "tdx_guest": "tdx"}
 
 
+class NoTsmProviderError(FailedPreconditionError):
+    """configfs-tsm is there but no attestation driver serves it (the kernel answers mkdir with ENXIO)."""
+
+
 @dataclass(frozen=True)
 class TsmReport:
     """What one request returned: the report (`outblob`), the auxiliary blob (empty if none) and the provider."""
@@ -120,6 +124,9 @@ class ConfigfsTsm:
         try:
             entry.mkdir()
         except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                raise NoTsmProviderError(f"configfs-tsm at {self.root} has no attestation provider: the sev_guest or "
+                                    f"tdx_guest driver is not loaded") from None
             raise FailedPreconditionError(f"cannot make a configfs-tsm report at {entry}: {exc.strerror}") from None
         try:
             yield entry

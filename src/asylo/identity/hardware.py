@@ -30,12 +30,12 @@ import os
 from collections.abc import Callable
 from typing import Protocol
 
-from asylo.identity.evidence import EVIDENCE_VERSION, encode_evidence
+from asylo.identity.evidence import EVIDENCE_VERSION, MAX_EVIDENCE_SIZE, encode_evidence
 from asylo.identity.identity import EnclaveIdentity
 from asylo.identity.launch import Endorsements, LaunchIdentity, QuoteVerifier
 from asylo.identity.platforms import REPORT_DATA_SIZE, Platform, PlatformVerifier, SealPolicy
 from asylo.proto import identity_pb2
-from asylo.status import AttestationError, FailedPreconditionError, InvalidArgumentError
+from asylo.status import AttestationError, FailedPreconditionError, InvalidArgumentError, ResourceExhaustedError
 
 _BINDING_DOMAIN = b"asylo-runtime-claim-v1\0"
 #: More certificates than any vendor chain has (SNP: VCEK, ASK, ARK).
@@ -103,7 +103,14 @@ class HardwarePlatform(Platform):
             report_data=report_data, quote=quote, certificates=endorsements.certificates,
             collateral=endorsements.collateral,
         )
-        return encode_evidence(evidence)
+        encoded = encode_evidence(evidence)
+        if len(encoded) > MAX_EVIDENCE_SIZE:
+            # Said here, where the operator can act on it, rather than as a refusal at every host.
+            raise ResourceExhaustedError(
+                f"the {self._attester.kind} evidence is {len(encoded)} bytes, over the {MAX_EVIDENCE_SIZE} a host "
+                f"accepts (a quote of {len(quote)}, {len(endorsements.certificates)} certificates, collateral of "
+                f"{len(endorsements.collateral)} bytes)")
+        return encoded
 
     def sealing_key(self, policy: SealPolicy, identity: EnclaveIdentity, *, svn: int | None = None) -> bytes:
         raise FailedPreconditionError(

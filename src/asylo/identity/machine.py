@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from asylo.identity.configfs_tsm import DEFAULT_CONFIGFS_TSM, PROVIDER_KINDS, ConfigfsTsm
+from asylo.identity.configfs_tsm import DEFAULT_CONFIGFS_TSM, PROVIDER_KINDS, ConfigfsTsm, NoTsmProviderError
 from asylo.identity.hardware import HardwareProvider
 from asylo.identity.platforms import PlatformProvider
 from asylo.identity.sim import SimPlatformKey
@@ -21,6 +21,8 @@ from asylo.status import FailedPreconditionError, InvalidArgumentError
 PLATFORM_KINDS = ("sim", "snp", "tdx", "nitro")
 PLATFORM_CHOICES = (*PLATFORM_KINDS, "auto")
 DEFAULT_NSM_DEVICE = Path("/dev/nsm")
+#: The SEV-SNP and TDX guest drivers' devices: their presence means the machine is a confidential VM.
+GUEST_DEVICES = (Path("/dev/sev-guest"), Path("/dev/tdx_guest"), Path("/dev/tdx-guest"))
 _PROVIDER_OF_KIND = {kind: provider for provider, kind in PROVIDER_KINDS.items()}
 
 
@@ -71,17 +73,31 @@ class PlatformOptions:
 
 
 def detect_platform(options: PlatformOptions) -> str:
-    """The hardware platform this machine offers, or "sim" if none."""
+    """The hardware platform this machine offers, or "sim" if none. A confidential VM whose attestation interface
+    is missing (configfs not mounted, a kernel before 6.7) is refused rather than quietly run as sim."""
     if options.nsm_device.exists():
         return "nitro"
     tsm = ConfigfsTsm(options.configfs_tsm)
     if tsm.present():
-        provider = tsm.read_provider()
+        try:
+            provider = tsm.read_provider()
+        except NoTsmProviderError:
+            return _sim_unless_a_guest_device(options)
         kind = PROVIDER_KINDS.get(provider)
         if kind is None:
             raise FailedPreconditionError(f"configfs-tsm at {options.configfs_tsm} is served by {provider!r}, which "
                                           f"this pyasylo does not know (known: {', '.join(sorted(PROVIDER_KINDS))})")
         return kind
+    return _sim_unless_a_guest_device(options)
+
+
+def _sim_unless_a_guest_device(options: PlatformOptions) -> str:
+    for device in GUEST_DEVICES:
+        if device.exists():
+            raise FailedPreconditionError(
+                f"{device} exists, so this is a confidential VM, but configfs-tsm at {options.configfs_tsm} cannot "
+                f"make reports (Linux 6.7 or later, configfs mounted: mount -t configfs none /sys/kernel/config); "
+                f"--platform auto does not fall back to the simulated platform on a machine that has a real one")
     return "sim"
 
 

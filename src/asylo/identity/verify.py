@@ -19,14 +19,14 @@ import datetime
 import functools
 import hmac
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from asylo.identity.evidence import decode_evidence
 from asylo.identity.expectations import IdentityExpectation
 from asylo.identity.fingerprints import parse_fingerprint
 from asylo.identity.hardware import HardwareEvidenceVerifier
 from asylo.identity.identity import EnclaveIdentity
-from asylo.identity.launch import QuoteVerifier
+from asylo.identity.launch import LaunchExpectation, QuoteVerifier
 from asylo.identity.platforms import REPORT_DATA_SIZE, PlatformVerifier
 from asylo.identity.sim import SimEvidenceVerifier
 from asylo.status import AttestationError, InvalidArgumentError
@@ -86,6 +86,9 @@ class EvidenceVerifier:
                 "evidence report data does not match this handshake: the evidence is stale or replayed from "
                 "another session"
             )
+        if identity.platform in HARDWARE_KINDS and identity.launch is None:
+            # A replaced verifier that forgot the launch must not turn the launch check below into a no-op.
+            raise AttestationError(f"the {identity.platform} verifier returned an identity without its verified launch")
         if identity.launch is not None and not expectation.constrains_launch(identity.platform):
             raise AttestationError(
                 f"the enclave runs on platform {identity.platform!r} ({identity.launch.describe()}) but the "
@@ -102,31 +105,49 @@ class EvidenceVerifier:
 LAUNCH_EXPECTATIONS = {"snp": "SnpLaunch", "tdx": "TdxLaunch", "sgx": "SgxEnclave", "nitro": "NitroPcrs"}
 #: The hardware platform kinds a host verifies out of the box.
 HARDWARE_KINDS = tuple(LAUNCH_EXPECTATIONS)
-#: What `expect_launch` takes as a launch's measurement, by kind.
-LAUNCH_MEASUREMENTS = {"snp": "MEASUREMENT (48 bytes)", "tdx": "MRTD (48 bytes)", "sgx": "MRENCLAVE (32 bytes)",
-                       "nitro": "PCR0 (48 bytes)"}
+#: The reference values `expect_launch` takes, by kind (the first is the one `KIND=HEX` names), and what of them
+#: pins the launch's code (LaunchExpectation.constrains_launch decides; this is its explanation).
+LAUNCH_VALUES = {
+    "snp": (("measurement",), "the launch measurement"),
+    "tdx": (("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"), "mrtd, rtmr1 (kernel, initrd) and rtmr2 (command line)"),
+    "sgx": (("mrenclave", "mrsigner"), "mrenclave or mrsigner"),
+    "nitro": (tuple(f"pcr{index}" for index in range(32)), "pcr0 (or pcr8, or pcr1 and pcr2)"),
+}
 
 
-def expect_launch(kind: str, measurement: bytes, *, allow_debug: bool = False) -> IdentityExpectation:
-    """The launch expectation that pins a hardware launch's main measurement (see LAUNCH_MEASUREMENTS), with the
-    platform's default policy (debug refused; TDX and SGX: TCB status UpToDate): what `--expect-launch` builds."""
+def expect_launch(kind: str, values: Mapping[str, bytes], *, allow_debug: bool = False) -> IdentityExpectation:
+    """The launch expectation with these reference values (names per LAUNCH_VALUES) and the platform's default
+    policy (debug refused; TDX and SGX: TCB status UpToDate): what `--expect-launch` builds. InvalidArgumentError
+    for an unknown name, or values that do not pin the launch's code."""
+    if kind not in LAUNCH_VALUES:
+        raise InvalidArgumentError(f"no launch expectation for platform {kind!r} (one of: {', '.join(HARDWARE_KINDS)})")
+    names, needed = LAUNCH_VALUES[kind]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise InvalidArgumentError(f"{kind} has no reference value {', '.join(unknown)} (it takes: "
+                                   f"{', '.join(names) if kind != 'nitro' else 'pcr0 .. pcr31'})")
+    expectation: LaunchExpectation
     if kind == "snp":
         from asylo.identity.snp import SnpLaunch  # noqa: PLC0415
 
-        return SnpLaunch(measurement, allow_debug=allow_debug)
-    if kind == "tdx":
+        expectation = SnpLaunch(values.get("measurement"), allow_debug=allow_debug)
+    elif kind == "tdx":
         from asylo.identity.tdx import TdxLaunch  # noqa: PLC0415
 
-        return TdxLaunch(measurement, allow_debug=allow_debug)
-    if kind == "sgx":
+        rtmrs = {int(name[4:]): value for name, value in values.items() if name.startswith("rtmr")}
+        expectation = TdxLaunch(values.get("mrtd"), rtmrs=rtmrs or None, allow_debug=allow_debug)
+    elif kind == "sgx":
         from asylo.identity.tdx import SgxEnclave  # noqa: PLC0415
 
-        return SgxEnclave(measurement, allow_debug=allow_debug)
-    if kind == "nitro":
+        expectation = SgxEnclave(values.get("mrenclave"), mrsigner=values.get("mrsigner"), allow_debug=allow_debug)
+    else:
         from asylo.identity.nitro import NitroPcrs  # noqa: PLC0415
 
-        return NitroPcrs({0: measurement}, allow_debug=allow_debug)
-    raise InvalidArgumentError(f"no launch expectation for platform {kind!r} (one of: {', '.join(HARDWARE_KINDS)})")
+        expectation = NitroPcrs({int(name[3:]): value for name, value in values.items()}, allow_debug=allow_debug)
+    if not expectation.constrains_launch(kind):
+        raise InvalidArgumentError(f"these {kind} reference values do not pin the code the launch runs: give "
+                                   f"{needed}")
+    return expectation
 
 
 def quote_verifiers() -> dict[str, QuoteVerifier]:

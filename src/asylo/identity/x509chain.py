@@ -33,14 +33,26 @@ MAX_CHAIN_LENGTH = 8
 MAX_CERTIFICATE_SIZE = 16 * 1024
 
 
+#: What `cryptography` raises for a malformed certificate besides ValueError: on loading (InvalidVersion) and when a
+#: lazily parsed part is first read (names, extensions, the key).
+CERTIFICATE_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
+                      x509.UnsupportedGeneralNameType, x509.AttributeNotFound)
+
+
 def load_der_certificate(der: bytes, what: str) -> x509.Certificate:
-    """Parse a DER certificate from untrusted input; AttestationError naming `what` if it is not one."""
+    """Parse a DER certificate from untrusted input, names, extensions and key included (cryptography parses those
+    lazily, so a malformed one would otherwise raise from deep inside a chain check); AttestationError naming
+    `what` if it is not a certificate."""
     if len(der) > MAX_CERTIFICATE_SIZE:
         raise AttestationError(f"{what} is {len(der)} bytes, over the limit of {MAX_CERTIFICATE_SIZE}")
     try:
-        return x509.load_der_x509_certificate(der)
-    except (ValueError, x509.InvalidVersion) as exc:
-        raise AttestationError(f"{what} is not a DER X.509 certificate: {exc}") from None
+        certificate = x509.load_der_x509_certificate(der)
+        _ = (certificate.subject, certificate.issuer, certificate.extensions)
+        certificate.public_key()
+    except CERTIFICATE_ERRORS as exc:
+        raise AttestationError(
+            f"{what} is not a DER X.509 certificate that can be read ({type(exc).__name__}: {exc})") from None
+    return certificate
 
 
 def certificate_sha256(certificate: x509.Certificate) -> bytes:

@@ -81,10 +81,18 @@ class ProvisionServerConfig:
     metrics_listen: str | None = None
     #: The platform the proxies attest with (`auto`: what the machine offers, resolved once at start).
     platform: PlatformOptions = field(default_factory=PlatformOptions)
+    #: The simulated platform's state directory: the same as platform=PlatformOptions(sim_state=...), kept for
+    #: configurations written before `platform` existed.
+    platform_state: Path | None = None
     #: The host clients should connect to for proxies; None: the listen host, or (wildcard) the host they used.
     advertise_host: str | None = None
 
     def __post_init__(self) -> None:
+        if self.platform_state is not None:
+            if self.platform.sim_state not in (None, self.platform_state):
+                raise InvalidArgumentError("give the sim platform's state directory once: platform_state or "
+                                           "platform=PlatformOptions(sim_state=...)")
+            object.__setattr__(self, "platform", dataclasses.replace(self.platform, sim_state=self.platform_state))
         if not self.trusted_signers:
             raise InvalidArgumentError("give at least one trusted signer: the server runs only images they signed")
         ServerCredentials.check_files(self.tls_cert, self.tls_key, self.tls_client_ca)
@@ -145,7 +153,8 @@ class ProvisionServer:
         self.metrics = ProvisionMetrics()
         self.port = 0
         self.metrics_port: int | None = None
-        #: The simulated platform the proxies attest with (set by `start`): hosts trust its fingerprint.
+        #: The platform the proxies attest with (set by `start`): hosts trust a sim platform by its fingerprint, a
+        #: hardware one by its vendor's roots and the reference values of its launch.
         self.platform: PlatformProvider | None = None
         self._server: grpc.aio.Server | None = None
         self._health: Any = None

@@ -115,7 +115,7 @@ class RemoteEnclaveProxyClient:
         if first is grpc.aio.EOF:
             raise error_from_rpc(await self._call.code(), await self._call.details(), context)
         try:
-            events = self._link.session.receive(batching.single_frame(first, self._limits.max_frame_size))
+            events = self._link.session.receive(batching.single_frame(first, self._link.session.largest_frame))
         except InvalidArgumentError as exc:
             raise InternalError(f"{context}: {exc.message}") from None
         if len(events) != 1 or not isinstance(events[0], WelcomeReceived):

@@ -278,7 +278,10 @@ class RemoteEnclaveProxyServer:
         hosted = await self._load_enclave(hello, link, activity.counting(link.send), context, platform)
         name = hosted.name
         try:
-            welcome = session.send_welcome(self.image.measurement, self.image.signer, self.image.manifest.name)
+            # Off the event loop: hardware evidence can take seconds (a TDX quote; DCAP collateral from a PCCS).
+            # Nothing else touches the session until the welcome is written.
+            welcome = await asyncio.to_thread(session.send_welcome, self.image.measurement, self.image.signer,
+                                              self.image.manifest.name)
         except AsyloError as exc:  # the platform could not make evidence
             hosted.shutdown_abandoned(f"the enclave could not be attested: {exc.message}")
             self.end_status = exc.status

@@ -322,16 +322,22 @@ class Session:
 
     # -- receiving -----------------------------------------------------------------------------------------------
 
+    @property
+    def largest_frame(self) -> int:
+        """The largest frame `receive` takes now (a transport unpacking frames uses the same bound): a frame and
+        its fragment header, except while the host awaits the welcome, which is never fragmented and carries the
+        platform's evidence (tens of KiB on hardware), whatever max_frame_size was asked for."""
+        limit = self.limits.max_frame_size + FRAGMENT_OVERHEAD
+        if self.state is SessionState.AWAITING_WELCOME:
+            limit = max(limit, MAX_HANDSHAKE_SIZE + HANDSHAKE_FRAME_OVERHEAD)
+        return limit
+
     def receive(self, data: bytes | memoryview) -> list[Event]:
         """Process one frame from the peer; return what happened. Never raises on hostile input."""
         if self.state in (SessionState.CLOSED, SessionState.ERROR):
             return []
         try:
-            limit = self.limits.max_frame_size + FRAGMENT_OVERHEAD
-            if self.state in (SessionState.AWAITING_HELLO, SessionState.AWAITING_WELCOME):
-                # The hello and the welcome are never fragmented, and hardware evidence rides in the welcome.
-                limit = max(limit, MAX_HANDSHAKE_SIZE + HANDSHAKE_FRAME_OVERHEAD)
-            if len(data) > limit:
+            if len(data) > self.largest_frame:
                 raise _violation(f"a frame of {len(data)} bytes exceeds max_frame_size "
                                  f"({self.limits.max_frame_size})", StatusCode.RESOURCE_EXHAUSTED)
             if self._records is not None:

@@ -37,7 +37,7 @@ _DOMAIN = b"asylo-handshake-v1\0"
 NONCE_SIZE = 32
 #: A welcome's handshake holds a key share and evidence: a few hundred bytes on sim, up to asylo.identity's
 #: MAX_EVIDENCE_SIZE (64 KiB) on hardware (a TDX quote with its collateral is about 21 KiB). The welcome is never
-#: fragmented, so a session takes a first frame this large whatever its max_frame_size (see Session.receive).
+#: fragmented, so a host takes a welcome this large whatever its max_frame_size (Session.largest_frame).
 MAX_HANDSHAKE_SIZE = 72 * 1024
 #: What a hello or welcome frame holds besides its handshake: a token, a load config, a name, ids and limits.
 HANDSHAKE_FRAME_OVERHEAD = 8 * 1024

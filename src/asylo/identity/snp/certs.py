@@ -169,15 +169,6 @@ class VekExtensions:
 _EXTENSION_ERRORS = (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 
 
-def check_extensions_parse(certificate: x509.Certificate, what: str) -> None:
-    """AttestationError if `certificate`'s extensions do not parse. `cryptography` parses them only when they are
-    first read, so a malformed one would otherwise surface as a ValueError deep inside a chain check."""
-    try:
-        certificate.extensions  # noqa: B018 - read for its side effect: parsing
-    except _EXTENSION_ERRORS as exc:
-        raise AttestationError(f"the {what} certificate's extensions do not parse: {exc}") from None
-
-
 def _der_content(value: bytes, tag: int, what: str) -> bytes:
     """The content of the single DER element of type `tag` that is all of `value`."""
     if len(value) < 2 or value[0] != tag:

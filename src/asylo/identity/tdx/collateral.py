@@ -39,8 +39,9 @@ DEFAULT_REFRESH_AFTER = 3600.0
 #: The longest reuse allowed: beyond a day a revocation or TCB recovery would reach the hosts too late.
 MAX_REFRESH_AFTER = 24 * 3600.0
 #: How long one fetch (four requests) may take before the quote is given up on. dcap-qvl's own HTTP client waits
-#: up to 180 s a request; a proxy answering a host's handshake cannot wait that long.
-DEFAULT_FETCH_TIMEOUT = 30.0
+#: up to 180 s a request; a proxy answering a host's handshake cannot wait that long: the host gives the welcome
+#: 10 s by default (RemoteProxyClientConfig.connect_timeout), and the quote itself takes some of that.
+DEFAULT_FETCH_TIMEOUT = 8.0
 MAX_FETCH_TIMEOUT = 180.0
 #: Most URLs are far shorter; a bound keeps a mistyped argument (a file's contents) out of logs and requests.
 _MAX_URL_LENGTH = 2048

@@ -134,8 +134,11 @@ class TdxLaunch(LaunchExpectation):
         return "; ".join(problems) or None
 
     def constrains_launch(self, kind: str) -> bool:
-        # Without an MRTD any firmware may run, and firmware writes the RTMRs (see the class docstring).
-        return kind != self.kind or self.mrtd is not None
+        # MRTD measures only the TD's firmware, which records what it loads but loads whatever it is given: the
+        # kernel and initrd (RTMR1) and the command line (RTMR2) must be pinned too, or any TD booted on that
+        # firmware (on a cloud: any tenant's) could run a runtime that claims any image. And without an MRTD any
+        # firmware may run, which writes the RTMRs as it likes.
+        return kind != self.kind or (self.mrtd is not None and {1, 2} <= set(self.rtmrs))
 
     def describe(self) -> str:
         parts = ["tdx launch"]
