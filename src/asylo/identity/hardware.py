@@ -138,9 +138,10 @@ class HardwareProvider:
 
     @property
     def fingerprint(self) -> str:
-        """Hardware platforms are trusted by their vendors' roots and reference values, not by a key fingerprint;
-        the kind stands where the sim platform's fingerprint would."""
-        return self._attester.kind
+        """What hosts trust: a TPM's attestation key by its fingerprint (as the sim platform's key); the vendor-rooted
+        platforms by their roots and reference values, so their kind stands where a fingerprint would."""
+        fingerprint = getattr(self._attester, "fingerprint", None)
+        return fingerprint if isinstance(fingerprint, str) else self._attester.kind
 
     def platform(self, identity: EnclaveIdentity) -> HardwarePlatform:
         return HardwarePlatform(self._attester, identity)
@@ -154,7 +155,7 @@ class HardwareProvider:
         nonce = os.urandom(REPORT_DATA_SIZE)
         quote, endorsements = self._attester.attest(nonce)
         launch = verifier.verify(quote, endorsements)
-        if launch.report_data != nonce:
+        if launch.report_data != verifier.expected_report_data(nonce):
             raise AttestationError(f"the {self.kind} evidence verifies but its report data is not the nonce it was "
                                    f"asked for: the platform returned stale or replayed evidence")
         return launch
@@ -194,7 +195,7 @@ class HardwareEvidenceVerifier(PlatformVerifier):
         at = self._clock() if self._clock is not None else None
         launch = self._quote_verifier.verify(
             evidence.quote, Endorsements(tuple(evidence.certificates), evidence.collateral), at=at)
-        expected = runtime_binding(evidence.report_data, evidence.identity)
+        expected = self._quote_verifier.expected_report_data(runtime_binding(evidence.report_data, evidence.identity))
         if launch.report_data != expected:
             raise AttestationError(
                 f"the {self.kind} evidence is genuine but its report data ({launch.report_data.hex()[:32]}...) "

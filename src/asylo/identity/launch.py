@@ -82,6 +82,12 @@ class QuoteVerifier(ABC):
                at: datetime.datetime | None = None) -> LaunchIdentity:
         """The verified launch; AttestationError naming the first check that failed."""
 
+    def expected_report_data(self, report_data: bytes) -> bytes:
+        """What this platform's hardware signs when its attester is asked to carry `report_data` (64 bytes): the
+        bytes themselves (SNP, TDX, SGX, Nitro), or a digest where the hardware takes less (a TPM's qualifying
+        data). The host compares the launch's `report_data` with this."""
+        return report_data
+
 
 def verification_time(at: datetime.datetime | None) -> datetime.datetime:
     """`at` as an aware UTC time (a naive one is taken as UTC), or now."""

@@ -1,9 +1,11 @@
 """Which platform this machine's enclaves run on, and the provider the proxy attests with.
 
-`asylo proxy --platform sim|snp|tdx|nitro|auto` (and the provision server, which passes its choice to its
+`asylo proxy --platform sim|snp|tdx|nitro|tpm|auto` (and the provision server, which passes its choice to its
 proxies) describe the choice as `PlatformOptions`; `open_platform` turns it into a `PlatformProvider`. `auto`
 takes what the machine offers — a Nitro Secure Module, else configfs-tsm's provider (SEV-SNP or TDX) — and falls
-back to the simulated platform only when there is neither, saying so in `describe_provider`.
+back to the simulated platform only when there is neither, saying so in `describe_provider`. It never picks the
+TPM: nearly every machine has one, it attests boot state rather than isolating memory, and it must be enrolled
+first, so it is chosen by name.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from asylo.identity.configfs_tsm import DEFAULT_CONFIGFS_TSM, PROVIDER_KINDS, Co
 from asylo.identity.hardware import HardwareProvider
 from asylo.identity.platforms import PlatformProvider
 from asylo.identity.sim import SimPlatformKey
+from asylo.identity.tpm.attester import DEFAULT_AK_HANDLE as DEFAULT_TPM_AK_HANDLE
+from asylo.identity.tpm.attester import DEFAULT_PCRS as DEFAULT_TPM_PCRS
+from asylo.identity.tpm.attester import DEFAULT_TCTI as DEFAULT_TPM_TCTI
 from asylo.status import FailedPreconditionError, InvalidArgumentError
 
-PLATFORM_KINDS = ("sim", "snp", "tdx", "nitro")
+PLATFORM_KINDS = ("sim", "snp", "tdx", "nitro", "tpm")
 PLATFORM_CHOICES = (*PLATFORM_KINDS, "auto")
 DEFAULT_NSM_DEVICE = Path("/dev/nsm")
 #: The SEV-SNP and TDX guest drivers' devices: their presence means the machine is a confidential VM.
@@ -33,7 +38,8 @@ class PlatformOptions:
     `sim_state`: the simulated platform's state directory (None: the default). `configfs_tsm`: where configfs-tsm's
     report directory is (SNP, TDX). `vcek`: SNP's VCEK file, for hypervisors that do not supply the certificate
     table. `collateral` or `pccs_url`: TDX's DCAP collateral, from a file or fetched from a PCCS and cached.
-    `nsm_device`: the Nitro Secure Module.
+    `nsm_device`: the Nitro Secure Module. `tpm_tcti`, `tpm_pcrs`, `tpm_ak_handle`: how the TPM is reached, which
+    PCRs its quotes cover, and where its attestation key lives.
     """
 
     kind: str = "sim"
@@ -43,6 +49,9 @@ class PlatformOptions:
     collateral: Path | None = None
     pccs_url: str | None = None
     nsm_device: Path = DEFAULT_NSM_DEVICE
+    tpm_tcti: str = DEFAULT_TPM_TCTI
+    tpm_pcrs: str = DEFAULT_TPM_PCRS
+    tpm_ak_handle: int = DEFAULT_TPM_AK_HANDLE
 
     def __post_init__(self) -> None:
         if self.kind not in PLATFORM_CHOICES:
@@ -69,6 +78,12 @@ class PlatformOptions:
             args += ["--pccs-url", self.pccs_url]
         if self.nsm_device != DEFAULT_NSM_DEVICE:
             args += ["--nsm-device", os.fspath(self.nsm_device)]
+        if self.tpm_tcti != DEFAULT_TPM_TCTI:
+            args += ["--tpm-tcti", self.tpm_tcti]
+        if self.tpm_pcrs != DEFAULT_TPM_PCRS:
+            args += ["--tpm-pcrs", self.tpm_pcrs]
+        if self.tpm_ak_handle != DEFAULT_TPM_AK_HANDLE:
+            args += ["--tpm-ak-handle", f"0x{self.tpm_ak_handle:08x}"]
         return args
 
 
@@ -128,6 +143,13 @@ def open_platform(options: PlatformOptions) -> PlatformProvider:
             raise FailedPreconditionError("--platform tdx needs the DCAP collateral the host verifies quotes with: "
                                           "--collateral FILE or --pccs-url URL")
         return HardwareProvider(TdxAttester(tsm, source), f"tdx (Intel TDX via configfs-tsm at {options.configfs_tsm})")
+    if kind == "tpm":
+        from asylo.identity.tpm.attester import TpmAttester  # noqa: PLC0415
+
+        # create_ak=False: a proxy uses the AK `asylo platform enroll` made and the hosts trust; making a new one
+        # here would only give evidence no host believes.
+        tpm = TpmAttester(options.tpm_tcti, pcrs=options.tpm_pcrs, ak_handle=options.tpm_ak_handle, create_ak=False)
+        return HardwareProvider(tpm, tpm.describe())
     from asylo.identity.nitro.attester import NitroAttester  # noqa: PLC0415
     from asylo.identity.nitro.nsm import NitroSecureModule  # noqa: PLC0415
 

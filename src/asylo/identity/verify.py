@@ -29,6 +29,7 @@ from asylo.identity.identity import EnclaveIdentity
 from asylo.identity.launch import LaunchExpectation, QuoteVerifier
 from asylo.identity.platforms import REPORT_DATA_SIZE, PlatformVerifier
 from asylo.identity.sim import SimEvidenceVerifier
+from asylo.identity.tpm.verifier import TPM_KIND, TpmQuoteVerifier
 from asylo.status import AttestationError, InvalidArgumentError
 
 _log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class EvidenceVerifier:
         self._verifiers: dict[str, PlatformVerifier] = {
             SimEvidenceVerifier.kind: SimEvidenceVerifier(self.trusted_platforms),
             **{verifier.kind: verifier for verifier in _default_hardware_verifiers()},
+            # A TPM's AK is trusted by fingerprint, like a sim platform key: the same list serves both.
+            TPM_KIND: HardwareEvidenceVerifier(TpmQuoteVerifier(self.trusted_platforms)),
         }
         for verifier in platform_verifiers:
             if not isinstance(verifier, PlatformVerifier):
@@ -89,7 +92,8 @@ class EvidenceVerifier:
         if identity.platform in HARDWARE_KINDS and identity.launch is None:
             # A replaced verifier that forgot the launch must not turn the launch check below into a no-op.
             raise AttestationError(f"the {identity.platform} verifier returned an identity without its verified launch")
-        if identity.launch is not None and not expectation.constrains_launch(identity.platform):
+        if (identity.launch is not None and identity.platform not in FINGERPRINT_TRUSTED_KINDS
+                and not expectation.constrains_launch(identity.platform)):
             raise AttestationError(
                 f"the enclave runs on platform {identity.platform!r} ({identity.launch.describe()}) but the "
                 f"expectation ({expectation.describe()}) sets no reference values for that launch: the runtime's "
@@ -102,7 +106,11 @@ class EvidenceVerifier:
 
 
 #: The expectation that sets a hardware platform's reference values, by kind (for messages).
-LAUNCH_EXPECTATIONS = {"snp": "SnpLaunch", "tdx": "TdxLaunch", "sgx": "SgxEnclave", "nitro": "NitroPcrs"}
+LAUNCH_EXPECTATIONS = {"snp": "SnpLaunch", "tdx": "TdxLaunch", "sgx": "SgxEnclave", "nitro": "NitroPcrs",
+                       "tpm": "PcrsAre"}
+#: Hardware platforms trusted by the fingerprint of a key the operator enrolled (a TPM's AK), as the sim platform is:
+#: the enrolled machine vouches for what it runs, and reference values for its boot state (PcrsAre) are optional.
+FINGERPRINT_TRUSTED_KINDS = ("tpm",)
 #: The hardware platform kinds a host verifies out of the box.
 HARDWARE_KINDS = tuple(LAUNCH_EXPECTATIONS)
 #: The reference values `expect_launch` takes, by kind (the first is the one `KIND=HEX` names), and what of them
@@ -112,6 +120,7 @@ LAUNCH_VALUES = {
     "tdx": (("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"), "mrtd, rtmr1 (kernel, initrd) and rtmr2 (command line)"),
     "sgx": (("mrenclave", "mrsigner"), "mrenclave or mrsigner"),
     "nitro": (tuple(f"pcr{index}" for index in range(32)), "pcr0 (or pcr8, or pcr1 and pcr2)"),
+    "tpm": (tuple(f"pcr{index}" for index in range(24)), "the PCRs to check (sha256 bank)"),
 }
 
 
@@ -140,10 +149,14 @@ def expect_launch(kind: str, values: Mapping[str, bytes], *, allow_debug: bool =
         from asylo.identity.tdx import SgxEnclave  # noqa: PLC0415
 
         expectation = SgxEnclave(values.get("mrenclave"), mrsigner=values.get("mrsigner"), allow_debug=allow_debug)
-    else:
+    elif kind == "nitro":
         from asylo.identity.nitro import NitroPcrs  # noqa: PLC0415
 
         expectation = NitroPcrs({int(name[3:]): value for name, value in values.items()}, allow_debug=allow_debug)
+    else:
+        from asylo.identity.tpm import PcrsAre  # noqa: PLC0415
+
+        expectation = PcrsAre({int(name[3:]): value for name, value in values.items()})
     if not expectation.constrains_launch(kind):
         raise InvalidArgumentError(f"these {kind} reference values do not pin the code the launch runs: give "
                                    f"{needed}")
@@ -152,7 +165,8 @@ def expect_launch(kind: str, values: Mapping[str, bytes], *, allow_debug: bool =
 
 def quote_verifiers() -> dict[str, QuoteVerifier]:
     """The hardware platforms' quote verifiers by kind, with their vendors' roots pinned in the code: SEV-SNP
-    (AMD's ARKs), TDX and SGX (Intel's SGX root CA, through dcap-qvl), Nitro (the AWS Nitro root)."""
+    (AMD's ARKs), TDX and SGX (Intel's SGX root CA, through dcap-qvl), Nitro (the AWS Nitro root). The TPM's is
+    not among them: it trusts enrolled AKs by fingerprint (`TpmQuoteVerifier(fingerprints)`)."""
     from asylo.identity.nitro import NitroQuoteVerifier  # noqa: PLC0415 - each platform's code when first used
     from asylo.identity.snp import SnpQuoteVerifier  # noqa: PLC0415
     from asylo.identity.tdx import SgxQuoteVerifier, TdxQuoteVerifier  # noqa: PLC0415
