@@ -8,6 +8,7 @@ except where ASYLO_REQUIRE_SWTPM=1 (CI), where they fail.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -143,3 +144,11 @@ def _tpm_identity() -> asylo.identity.EnclaveIdentity:
 def _quote(evidence: bytes) -> identity_pb2.TpmQuote:
     return identity_pb2.TpmQuote.FromString(identity_pb2.Evidence.FromString(evidence).quote)
 
+
+
+def test_platform_show_prints_the_enrolled_ak_and_the_pcrs_it_quotes(tpm: Swtpm, enrolled: str) -> None:
+    done = asylo_cli("platform", "show", "--platform", "tpm", "--tpm-tcti", tpm.tcti)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["platform"] == "tpm" and shown["ak_fingerprint"] == enrolled
+    assert sorted(shown["pcrs"]["sha256"]) == [str(index) for index in range(8)]
