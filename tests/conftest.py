@@ -153,7 +153,21 @@ def nothing_left_behind() -> Iterator[None]:
     while (leftover_threads() or new_children()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not leftover_threads(), f"threads left running: {leftover_threads()}"
-    assert not new_children(), f"child processes left behind: {new_children()}"
+    assert not new_children(), f"child processes left behind: {describe_processes(new_children())}"
+
+
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    """This process adopts its orphaned descendants for the test, and only for it: later tests' orphans (a killed
+    provision server's proxies, the helpers swtpm_setup starts) must go to init, not become zombies of the test run."""
+    import ctypes  # noqa: PLC0415 - Linux only, and only these tests need it
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_child_subreaper = 36
+    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
+        pytest.skip("cannot become a child subreaper here")
+    yield
+    libc.prctl(pr_set_child_subreaper, 0, 0, 0, 0)
 
 
 def raising_into(errors: list[BaseException], call: Callable[[], object]) -> Callable[[], None]:
@@ -186,6 +200,18 @@ def enclave_worker_threads() -> list[threading.Thread]:
 def leftover_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if "-worker-" in t.name or t.name.startswith(
         ("asylo-remote-", "asylo-proxy-", "asylo-child-", "asylo-thread-reporter-"))]
+
+
+def describe_processes(pids: set[int]) -> dict[int, str]:
+    """Each pid with its command line (or its state, for a zombie), for a message that says what was left."""
+    described: dict[int, str] = {}
+    for pid in sorted(pids):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            described[pid] = command.strip() or "<zombie: " + Path(f"/proc/{pid}/stat").read_text().split()[2] + ">"
+        except OSError:
+            described[pid] = "<gone>"
+    return described
 
 
 def child_processes() -> list[int]:

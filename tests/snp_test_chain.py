@@ -1,4 +1,5 @@
-"""A TEST DOUBLE of AMD's SEV-SNP key hierarchy: an ARK, an ASK and a VCEK made at test time, and reports they sign.
+"""A TEST DOUBLE of AMD's SEV-SNP key hierarchy: an ARK, an ASK and a VCEK made at test time, and reports they sign;
+or an ARK, an ASVK and a VLEK, and VLEK-signed reports (`SnpTestChain.generate_vlek`).
 
 Nothing here is AMD's and nothing here ran on hardware. The chain has the shape of AMD's (ARK -> ASK -> VCEK,
 RSA-PSS/SHA-384 signatures, a P-384 VCEK carrying AMD's KDS extensions in the encoding of a genuine VCEK: SPLs as
@@ -6,6 +7,13 @@ DER INTEGERs, the product name as an IA5String, the hwID as raw bytes), and `mak
 SEV-SNP ABI's ATTESTATION_REPORT table does, with the offsets written out here independently of
 `asylo.identity.snp.report`, so that a test of the parser against these reports is not the parser agreeing with
 itself. The genuine vectors in tests/vectors/sev-snp are what tie both to real hardware.
+
+The VLEK chain has the shape AMD's VLEK certificate definition gives it, as go-sev-guest reads and fakes it: ARK ->
+ASVK ("SEV-VLEK-<product>") -> VLEK ("SEV-VLEK"), the VLEK carrying the same SPL extensions as a VCEK, a product
+name without the stepping ("Milan"), no hwID and a CSP id (1.3.6.1.4.1.3704.1.5, an IA5String); its reports have
+KEY_INFO SIGNING_KEY 1. No genuine VLEK certificate or VLEK-signed report is among the vectors (AMD's ASVK and ARK
+certificates are, bundled), so this double is all that exercises the VLEK path, and its encoding of the CSP id is
+go-sev-guest's reading of AMD's definition, not a genuine certificate's.
 
 The RSA keys are 2048 bits (AMD's are 4096) to keep generation fast; nothing in the verifier depends on the size.
 A verifier trusts this chain only when given `pinned_roots`, whose name says it is a test double.
@@ -74,9 +82,23 @@ def der_ia5(text: str) -> bytes:
 
 def vcek_extensions(product: str, tcb: SnpTcb, hwid: bytes) -> list[x509.UnrecognizedExtension]:
     """AMD's VCEK extensions, in the order and encoding a genuine VCEK has them."""
+    return _amd_extensions(f"{product}-B0", tcb, ("4", hwid))
+
+
+#: The CSP id the double's VLEKs carry unless told otherwise.
+DEFAULT_CSP_ID = "pyasylo test cloud (not a CSP)"
+
+
+def vlek_extensions(product: str, tcb: SnpTcb, csp_id: str) -> list[x509.UnrecognizedExtension]:
+    """AMD's VLEK extensions: a VCEK's TCB extensions, the product name without stepping, and the CSP id (an
+    IA5String) where a VCEK has its hwID."""
+    return _amd_extensions(product, tcb, ("5", der_ia5(csp_id)))
+
+
+def _amd_extensions(product_name: str, tcb: SnpTcb, last: tuple[str, bytes]) -> list[x509.UnrecognizedExtension]:
     values: list[tuple[str, bytes]] = [
         ("1", der_spl(0)),
-        ("2", der_ia5(f"{product}-B0")),
+        ("2", der_ia5(product_name)),
         ("3.1", der_spl(tcb.bootloader)),
         ("3.2", der_spl(tcb.tee)),
         ("3.4", der_spl(0)),
@@ -88,7 +110,7 @@ def vcek_extensions(product: str, tcb: SnpTcb, hwid: bytes) -> list[x509.Unrecog
     ]
     if tcb.fmc is not None:
         values.append(("3.9", der_spl(tcb.fmc)))
-    values.append(("4", hwid))
+    values.append(last)
     return [x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{_AMD_OID}.{suffix}"), value)
             for suffix, value in values]
 
@@ -104,7 +126,12 @@ def tcb_u64(tcb: SnpTcb) -> int:
 
 @dataclass(frozen=True)
 class SnpTestChain:
-    """A test-made ARK, ASK and VCEK for one product line, and the chip id and TCB the VCEK certifies."""
+    """A test-made ARK, ASK and VCEK for one product line, and the chip id and TCB the VCEK certifies.
+
+    With `signing_key` "vlek" it is a VLEK chain instead: `ask`/`ask_key` are the ASVK and `vcek`/`vcek_key` the
+    VLEK (also reachable as `asvk` and `vlek`), the VLEK certifies `csp_id` and no chip, and reports are signed with
+    KEY_INFO SIGNING_KEY 1. `chip_id` is then only what the reports carry.
+    """
 
     product: str
     chip_id: bytes
@@ -115,13 +142,21 @@ class SnpTestChain:
     ark: x509.Certificate
     ask: x509.Certificate
     vcek: x509.Certificate
+    signing_key: str = "vcek"
+    csp_id: str | None = None
 
     @classmethod
     def generate(cls, *, product: str = "Milan", chip_id: bytes | None = None, tcb: SnpTcb | None = None,
                  not_before: datetime.datetime = NOT_BEFORE, not_after: datetime.datetime = NOT_AFTER,
-                 vcek_hwid: bytes | None = None) -> SnpTestChain:
+                 vcek_hwid: bytes | None = None, signing_key: str = "vcek", csp_id: str | None = None,
+                 intermediate_name: x509.Name | None = None) -> SnpTestChain:
         """A fresh chain. `chip_id` (64 bytes; Turin: 8 bytes then zeros) defaults to random; `vcek_hwid` (what the
-        VCEK's hwID extension says) defaults to the chip id's meaningful bytes."""
+        VCEK's hwID extension says) defaults to the chip id's meaningful bytes. `signing_key` "vlek" makes a VLEK
+        chain whose VLEK certifies `csp_id` (default `DEFAULT_CSP_ID`). `intermediate_name` replaces the ASK's
+        (or ASVK's) subject, for tests of how the verifier tells the intermediates apart."""
+        if signing_key not in ("vcek", "vlek"):
+            raise ValueError(f"signing_key is 'vcek' or 'vlek', got {signing_key!r}")
+        vlek = signing_key == "vlek"
         turin = product == "Turin"
         if chip_id is None:
             chip_id = secrets.token_bytes(8) + bytes(56) if turin else secrets.token_bytes(64)
@@ -129,10 +164,18 @@ class SnpTestChain:
             tcb = DEFAULT_TURIN_TCB if turin else DEFAULT_TCB
         if vcek_hwid is None:
             vcek_hwid = chip_id[:8] if turin else chip_id
+        if vlek and csp_id is None:
+            csp_id = DEFAULT_CSP_ID
+        if not vlek and csp_id is not None:
+            raise ValueError("a VCEK chain has no CSP id")
         ark_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
         ask_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
         vcek_key = ec.generate_private_key(ec.SECP384R1())
-        ark_name, ask_name = _name(f"ARK-{product}"), _name(f"SEV-{product}")
+        ark_name = _name(f"ARK-{product}")
+        if intermediate_name is not None:
+            ask_name = intermediate_name
+        else:
+            ask_name = _name(f"SEV-VLEK-{product}" if vlek else f"SEV-{product}")
         ark = (x509.CertificateBuilder().subject_name(ark_name).issuer_name(ark_name)
                .public_key(ark_key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(not_before).not_valid_after(not_after + datetime.timedelta(days=3650))
@@ -143,17 +186,36 @@ class SnpTestChain:
                .not_valid_before(not_before).not_valid_after(not_after + datetime.timedelta(days=3650))
                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                .sign(ark_key, hashes.SHA384(), rsa_padding=_PSS))
-        builder = (x509.CertificateBuilder().subject_name(_name("SEV-VCEK")).issuer_name(ask_name)
-                   .public_key(vcek_key.public_key()).serial_number(x509.random_serial_number())
+        builder = (x509.CertificateBuilder().subject_name(_name("SEV-VLEK" if vlek else "SEV-VCEK"))
+                   .issuer_name(ask_name).public_key(vcek_key.public_key()).serial_number(x509.random_serial_number())
                    .not_valid_before(not_before).not_valid_after(not_after))
-        for extension in vcek_extensions(product, tcb, vcek_hwid):
+        extensions = vlek_extensions(product, tcb, csp_id) if csp_id is not None else vcek_extensions(
+            product, tcb, vcek_hwid)
+        for extension in extensions:
             builder = builder.add_extension(extension, critical=False)
         vcek = builder.sign(ask_key, hashes.SHA384(), rsa_padding=_PSS)
-        return cls(product, chip_id, tcb, ark_key, ask_key, vcek_key, ark, ask, vcek)
+        return cls(product, chip_id, tcb, ark_key, ask_key, vcek_key, ark, ask, vcek, signing_key, csp_id)
+
+    @classmethod
+    def generate_vlek(cls, *, product: str = "Milan", csp_id: str = DEFAULT_CSP_ID, chip_id: bytes | None = None,
+                      tcb: SnpTcb | None = None, intermediate_name: x509.Name | None = None) -> SnpTestChain:
+        """A fresh VLEK chain: ARK -> ASVK -> VLEK, the VLEK certifying `tcb` for the cloud provider `csp_id`."""
+        return cls.generate(product=product, chip_id=chip_id, tcb=tcb, signing_key="vlek", csp_id=csp_id,
+                            intermediate_name=intermediate_name)
+
+    @property
+    def asvk(self) -> x509.Certificate:
+        """A VLEK chain's ASVK (the certificate in `ask`)."""
+        return self.ask
+
+    @property
+    def vlek(self) -> x509.Certificate:
+        """A VLEK chain's VLEK (the certificate in `vcek`)."""
+        return self.vcek
 
     def with_vcek_extensions(self, extensions: list[x509.UnrecognizedExtension]) -> SnpTestChain:
-        """This chain with its VCEK reissued (same key, same ASK) carrying exactly `extensions`: for tests of how
-        the verifier reads malformed or mismatched AMD extensions."""
+        """This chain with its VCEK (or VLEK) reissued (same key, same ASK or ASVK) carrying exactly `extensions`:
+        for tests of how the verifier reads malformed or mismatched AMD extensions."""
         builder = (x509.CertificateBuilder().subject_name(self.vcek.subject).issuer_name(self.vcek.issuer)
                    .public_key(self.vcek_key.public_key()).serial_number(x509.random_serial_number())
                    .not_valid_before(self.vcek.not_valid_before_utc).not_valid_after(self.vcek.not_valid_after_utc))
@@ -171,30 +233,36 @@ class SnpTestChain:
         return {hashlib.sha256(self.ark.public_bytes(serialization.Encoding.DER)).digest(): self.root_name}
 
     def certificates(self) -> tuple[bytes, bytes, bytes]:
-        """The VCEK, ASK and ARK as DER, in the order `Endorsements.certificates` takes them."""
+        """The VCEK, ASK and ARK (or VLEK, ASVK and ARK) as DER, in the order `Endorsements.certificates` takes
+        them."""
         der = serialization.Encoding.DER
         return self.vcek.public_bytes(der), self.ask.public_bytes(der), self.ark.public_bytes(der)
 
     def cert_table(self) -> bytes:
-        """The certificate table a hypervisor would supply (configfs-tsm's auxblob)."""
-        vcek, ask, ark = self.certificates()
-        return build_cert_table({"vcek": vcek, "ask": ask, "ark": ark})
+        """The certificate table a hypervisor would supply (configfs-tsm's auxblob). A VLEK goes under the VLEK's
+        GUID and its ASVK under the ASK's (the GHCB specification defines no ASVK GUID)."""
+        leaf, ask, ark = self.certificates()
+        return build_cert_table({self.signing_key: leaf, "ask": ask, "ark": ark})
 
     def make_report(self, report_data: bytes, *, measurement: bytes, policy: int = DEFAULT_POLICY, vmpl: int = 0,
                     reported_tcb: SnpTcb | None = None, chip_id: bytes | None = None, version: int = 2,
-                    guest_svn: int = 0, signature_algo: int = 1, key_info: int = 0, family_id: bytes = bytes(16),
+                    guest_svn: int = 0, signature_algo: int = 1, key_info: int | None = None,
+                    family_id: bytes = bytes(16),
                     image_id: bytes = bytes(16), host_data: bytes = bytes(32), id_key_digest: bytes = bytes(48),
                     author_key_digest: bytes = bytes(48), platform_info: int = 1,
                     cpuid: tuple[int, int, int] | None = None) -> bytes:
-        """A 1184-byte ATTESTATION_REPORT in the ABI's layout, signed by this chain's VCEK.
+        """A 1184-byte ATTESTATION_REPORT in the ABI's layout, signed by this chain's VCEK (or VLEK).
 
         TCB fields default to the chain's TCB, the chip id to the chain's; `cpuid` (family, model, stepping) is
-        written for version 3 and later, defaulting to the product line's.
+        written for version 3 and later, defaulting to the product line's. `key_info` defaults to SIGNING_KEY 0
+        (the VCEK) for a VCEK chain and 1 (the VLEK, bits 4:2) for a VLEK chain.
         """
         if len(report_data) != 64 or len(measurement) != 48:
             raise ValueError("report_data is 64 bytes and measurement 48")
         tcb = tcb_u64(reported_tcb if reported_tcb is not None else self.tcb)
         chip = self.chip_id if chip_id is None else chip_id
+        if key_info is None:
+            key_info = (1 if self.signing_key == "vlek" else 0) << 2
         report = bytearray(_REPORT_SIZE)
         struct.pack_into("<IIQ16s16sIIQQI", report, 0x000, version, guest_svn, policy, family_id, image_id, vmpl,
                          signature_algo, tcb, platform_info, key_info)
@@ -206,7 +274,8 @@ class SnpTestChain:
         return self.sign_report(bytes(report))
 
     def sign_report(self, report: bytes) -> bytes:
-        """`report` with its bytes 0h..29Fh signed anew by the VCEK (R and S little-endian, 72 bytes each)."""
+        """`report` with its bytes 0h..29Fh signed anew by the VCEK or VLEK (R and S little-endian, 72 bytes
+        each)."""
         der = self.vcek_key.sign(report[:_SIGNED_END], ec.ECDSA(hashes.SHA384()))
         r, s = decode_dss_signature(der)
         signature = r.to_bytes(72, "little") + s.to_bytes(72, "little")
@@ -223,7 +292,8 @@ class SnpTestChain:
             path.chmod(0o600)
         for name, certificate in (("ark", self.ark), ("ask", self.ask), ("vcek", self.vcek)):
             (folder / f"{name}.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        facts = {"product": self.product, "chip_id": self.chip_id.hex(), "tcb": self.tcb.to_json()}
+        facts = {"product": self.product, "chip_id": self.chip_id.hex(), "tcb": self.tcb.to_json(),
+                 "signing_key": self.signing_key, "csp_id": self.csp_id}
         (folder / "chain.json").write_text(json.dumps(facts, indent=1) + "\n")
 
     @classmethod
@@ -242,4 +312,5 @@ class SnpTestChain:
             raise ValueError(f"{folder} does not hold an SNP test chain's keys")
         return cls(product=facts["product"], chip_id=bytes.fromhex(facts["chip_id"]), tcb=SnpTcb(**facts["tcb"]),
                    ark_key=ark_key, ask_key=ask_key, vcek_key=vcek_key, ark=certificates["ark"],
-                   ask=certificates["ask"], vcek=certificates["vcek"])
+                   ask=certificates["ask"], vcek=certificates["vcek"],
+                   signing_key=facts.get("signing_key", "vcek"), csp_id=facts.get("csp_id"))

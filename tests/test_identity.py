@@ -599,7 +599,7 @@ def fake_evidence(report_data: bytes) -> bytes:
 
 
 def test_another_platform_plugs_in_as_a_verifier(verifier: EvidenceVerifier) -> None:
-    known = "nitro, sgx, sim, snp, tdx"
+    known = "nitro, sgx, sim, snp, tdx, tpm"
     with pytest.raises(AttestationError, match=f"no verifier for platform 'fake' \\(this host verifies: {known}\\)"):
         verifier.verify(fake_evidence(REPORT), report_data=REPORT, expectation=MeasurementIs(M1))
     fake = FakeVerifier()

@@ -146,7 +146,7 @@ def test_the_quickstart_expects_a_hardware_launch_when_asked(tmp_path: Path, cha
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--expect-launch", "tpm=00"], "no launch expectation for platform 'tpm'"),
+    (["--expect-launch", "tdz=00"], "no launch expectation for platform 'tdz'"),
     (["--expect-launch", "snp=zz"], "not hex digits for snp measurement"),
     (["--expect-launch", f"tdx={'00' * 48}"], "do not pin the code the launch runs: give mrtd, rtmr1"),
     (["--expect-launch", f"tdx={'00' * 48},rtmr1={'00' * 48}"], "do not pin the code the launch runs"),

@@ -3,7 +3,6 @@ orphans, and the parent-death signal. Real proxy processes and real gRPC on loop
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -470,18 +469,6 @@ line = proxy.stdout.readline().decode()
 print(proxy.pid, line.strip(), flush=True)
 time.sleep(60)
 """
-
-
-@pytest.fixture
-def subreaper() -> Iterator[None]:
-    """This process adopts its orphaned descendants for the test, and only for it: later tests' orphans (a killed
-    provision server's proxies) must go to init, not become zombies of the test run."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_child_subreaper = 36
-    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
-        pytest.skip("cannot become a child subreaper here")
-    yield
-    libc.prctl(pr_set_child_subreaper, 0, 0, 0, 0)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")

@@ -355,18 +355,9 @@ client.call("sleep", (60_000).to_bytes(8, "little"))
 """
 
 
-def _become_subreaper() -> None:
-    import ctypes  # noqa: PLC0415 - Linux only, and only this test needs it
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_child_subreaper = 36
-    if libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) != 0:
-        pytest.skip("cannot become a child subreaper here")
-
-
+@pytest.mark.usefixtures("subreaper")  # the orphaned proxy becomes our child: we see it exit and reap it
 def test_host_killed_mid_session(primitives_image_file: Path, tmp_path: Path) -> None:
     """The host dies (SIGKILL) in the middle of a call: its proxy finalizes the enclave and exits within 10 s."""
-    _become_subreaper()  # the orphaned proxy becomes our child, so we can see it exit and reap it
     marker = tmp_path / "finalized"
     host = subprocess.Popen([sys.executable, "-c", HOST_SCRIPT, str(primitives_image_file), str(marker)],
                             stdout=subprocess.PIPE, text=True)

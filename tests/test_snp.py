@@ -1,6 +1,11 @@
 """The SEV-SNP verifier against genuine AMD evidence (tests/vectors/sev-snp, see its PROVENANCE.md) and a test
-double of AMD's chain (tests/snp_test_chain.py) for what no genuine vector shows: a debug policy, VLEK key
-selection, Turin, other versions, a report whose contents the test chooses.
+double of AMD's chain (tests/snp_test_chain.py) for what no genuine vector shows: a debug policy, VLEK-signed
+reports, Turin, other versions, a report whose contents the test chooses.
+
+VLEK: AMD's ASVK/ARK chains (bundled, and copied in tests/vectors/sev-snp) are genuine, and tested here against the
+pinned ARKs; every VLEK certificate and VLEK-signed report is the test double's, since no genuine one is among the
+vectors. So the VLEK path is shown consistent with go-sev-guest's reading of AMD's VLEK certificate definition, not
+with a real EC2 report.
 
 Times: the genuine vectors carry no timestamp; they are verified at 2024-01-01T00:00Z, inside the validity of
 both VCEKs (go-sev-guest's 2022-09-24..2029-09-24, virtee's 2023-04-03..2030-04-03) and of AMD's Milan ASK and
@@ -11,6 +16,7 @@ ARK (2020-10-22..2045-10-22), and refused at 2029-10-01 (after go-sev-guest's VC
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import struct
 from importlib import resources
@@ -43,10 +49,25 @@ from asylo.identity.snp import (
     parse_cert_table,
     parse_report,
 )
-from asylo.identity.snp.certs import read_vek_extensions
-from asylo.identity.x509chain import certificate_sha256
+from asylo.identity.snp.certs import (
+    BUNDLED_VLEK_CHAIN_FILES,
+    bundled_chain_for,
+    bundled_chains,
+    certificate_signing_key,
+    read_vek_extensions,
+)
+from asylo.identity.x509chain import certificate_sha256, check_chain
 from asylo.status import AttestationError, InvalidArgumentError
-from tests.snp_test_chain import DEBUG_POLICY, VALID_AT, SnpTestChain, der_ia5, der_spl, vcek_extensions
+from tests.snp_test_chain import (
+    DEBUG_POLICY,
+    DEFAULT_CSP_ID,
+    VALID_AT,
+    SnpTestChain,
+    der_ia5,
+    der_spl,
+    vcek_extensions,
+    vlek_extensions,
+)
 
 # AMD's VCEKs have serial number 0, which cryptography warns about on loading (RFC 5280 wants it positive); the
 # certificates are AMD's as they are, and the warning says nothing about the verifier.
@@ -245,8 +266,11 @@ def test_a_bad_signature_algorithm_is_refused(chain: SnpTestChain) -> None:
         VERIFIER.verify(patch_u32(GO_REPORT, 0x34, 0), Endorsements((GO_VCEK, *MILAN)), at=AT)
 
 
-def test_vlek_unsigned_and_reserved_key_selections_are_refused(chain: SnpTestChain) -> None:
-    with pytest.raises(AttestationError, match=r"signed by a VLEK.*pins no ASVK chain"):
+def test_vlek_selected_unsigned_and_reserved_key_selections_are_refused(chain: SnpTestChain) -> None:
+    # The report selects the VLEK (SIGNING_KEY 1) and comes with the VCEK chain: VLEK reports are verified now,
+    # but only against a VLEK certificate.
+    with pytest.raises(AttestationError, match=r"KEY_INFO selects the VLEK \(signing key 1\), but the endorsements' "
+                                               r"leaf certificate is a VCEK"):
         verify_test(chain, chain.make_report(REPORT_DATA, measurement=MEASUREMENT, key_info=1 << 2))
     with pytest.raises(AttestationError, match=r"not signed"):
         verify_test(chain, chain.make_report(REPORT_DATA, measurement=MEASUREMENT, key_info=7 << 2))
@@ -466,6 +490,238 @@ def test_save_and_load(chain: SnpTestChain, tmp_path: Path) -> None:
     assert verify_test(chain, loaded.make_report(REPORT_DATA, measurement=MEASUREMENT)).chip_id == chain.chip_id
 
 
+# --- VLEK-signed reports (test doubles only: no genuine VLEK report is among the vectors) ------------------------
+
+@pytest.fixture(scope="module")
+def vlek_chain() -> SnpTestChain:
+    return SnpTestChain.generate_vlek()
+
+
+def _amd_name(common_name: str) -> x509.Name:
+    """A subject as the double names its certificates, with the common name chosen."""
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Engineering"),
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pyasylo test double (not AMD)"),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+
+
+def test_the_bundled_vlek_chains_are_amds() -> None:
+    """AMD's ASVK/ARK chains (go-sev-guest's copies of what AMD's KDS serves at /vlek/v1/<product>/cert_chain):
+    bundled byte for byte as in the vectors, each ARK the pinned one and the VCEK chain's own, each ASVK signed by
+    it, named as AMD names its ASVKs, and not the ASK."""
+    folder = resources.files("asylo.identity.snp").joinpath("amd")
+    vcek_chains = {chain.product: chain for chain in bundled_chains()}
+    vlek_chains = {chain.product: chain for chain in bundled_chains("vlek")}
+    assert set(vlek_chains) == set(BUNDLED_VLEK_CHAIN_FILES) == {"Milan", "Genoa", "Turin"}
+    for product, name in BUNDLED_VLEK_CHAIN_FILES.items():
+        bundled = folder.joinpath(name).read_bytes()
+        assert bundled == (VECTORS / name).read_bytes()
+        asvk, ark = x509.load_pem_x509_certificates(bundled)
+        chain = vlek_chains[product]
+        assert chain.signing_key == "vlek" and chain.ask == asvk and chain.ark == ark
+        assert certificate_sha256(ark) == {"Milan": ARK_MILAN_SHA256, "Genoa": ARK_GENOA_SHA256,
+                                           "Turin": ARK_TURIN_SHA256}[product]
+        assert ark == vcek_chains[product].ark  # the same root as the VCEK's chain
+        assert asvk != vcek_chains[product].ask
+        assert asvk.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == f"SEV-VLEK-{product}"
+        assert check_chain((asvk, ark), ("ASVK", "ARK"), at=AT, pinned_roots=AMD_ARK_ROOTS) == f"ARK-{product}"
+    with pytest.raises(InvalidArgumentError, match=r"one of vcek, vlek"):
+        bundled_chains("ask")
+
+
+@pytest.mark.parametrize("product", ["Milan", "Genoa", "Turin"])
+def test_a_vlek_report_verifies(product: str) -> None:
+    vlek_chain = SnpTestChain.generate_vlek(product=product, csp_id="a cloud provider")
+    version = 3 if product == "Turin" else 2
+    report = vlek_chain.make_report(REPORT_DATA, measurement=MEASUREMENT, version=version)
+    assert parse_report(report).signing_key == "vlek"
+    launch = verify_test(vlek_chain, report)
+    assert launch.signing_key == "vlek" and launch.csp_id == "a cloud provider" and launch.product == product
+    assert launch.reported_tcb == vlek_chain.tcb and launch.measurement == MEASUREMENT
+    assert launch.chip_id == vlek_chain.chip_id  # what the firmware signed; no certificate names it
+    as_json = launch.to_json()
+    assert as_json["signing_key"] == "vlek" and as_json["csp_id"] == "a cloud provider"
+    assert "VLEK of CSP 'a cloud provider'" in launch.describe()
+    assert SnpLaunch(MEASUREMENT, min_tcb=vlek_chain.tcb).launch_mismatch(launch) is None
+    extensions = read_vek_extensions(vlek_chain.vlek, turin=product == "Turin", what="VLEK")
+    assert extensions.hwid is None and extensions.csp_id == "a cloud provider" and extensions.product_name == product
+    assert extensions.signing_key == "vlek" and certificate_signing_key(vlek_chain.vlek) == "vlek"
+
+
+def test_a_vlek_report_through_the_certificate_table(vlek_chain: SnpTestChain) -> None:
+    report = vlek_chain.make_report(REPORT_DATA, measurement=MEASUREMENT)
+    table = vlek_chain.cert_table()
+    assert set(parse_cert_table(table)) == {"vlek", "ask", "ark"}  # the ASVK travels under the ASK's GUID
+    endorsements = cert_table_endorsements(table)
+    assert endorsements.certificates == vlek_chain.certificates()
+    assert cert_table_endorsements(table, signing_key="vlek") == endorsements
+    launch = pinned_verifier(vlek_chain).verify(report, endorsements, at=VALID_AT)
+    assert launch == verify_test(vlek_chain, report) and launch.csp_id == DEFAULT_CSP_ID
+    # The leaf and the ASVK, the ARK left out: not AMD's, so no bundled ARK completes it.
+    with pytest.raises(AttestationError, match=r"carry the VLEK and ASVK but no ARK, and no bundled AMD ARK issued "
+                                               r"the ASVK"):
+        pinned_verifier(vlek_chain).verify(report, Endorsements(vlek_chain.certificates()[:2]), at=VALID_AT)
+
+
+def test_a_table_with_both_a_vcek_and_a_vlek_gives_the_one_asked_for(chain: SnpTestChain,
+                                                                      vlek_chain: SnpTestChain) -> None:
+    table = build_cert_table({"vcek": chain.certificates()[0], "vlek": vlek_chain.certificates()[0]})
+    assert cert_table_endorsements(table).certificates == chain.certificates()[:1]
+    assert cert_table_endorsements(table, signing_key="vcek").certificates == chain.certificates()[:1]
+    assert cert_table_endorsements(table, signing_key="vlek").certificates == vlek_chain.certificates()[:1]
+    only_vcek = build_cert_table({"vcek": chain.certificates()[0]})
+    with pytest.raises(AttestationError, match=r"the certificate table has no VLEK \(it has: vcek\)"):
+        cert_table_endorsements(only_vcek, signing_key="vlek")
+    with pytest.raises(InvalidArgumentError, match=r"one of vcek, vlek"):
+        cert_table_endorsements(only_vcek, signing_key="none")
+
+
+def test_a_vlek_report_with_a_masked_chip_id_verifies(vlek_chain: SnpTestChain) -> None:
+    """The VLEK names no chip, so a host that masks the chip id (MASK_CHIP_ID: KEY_INFO bit 1 set, CHIP_ID zero)
+    still has its VLEK reports verified; a VCEK report so masked is refused (test_a_masked_chip_id_is_refused)."""
+    report = vlek_chain.make_report(REPORT_DATA, measurement=MEASUREMENT, chip_id=bytes(64),
+                                    key_info=1 << 2 | 1 << 1)
+    assert parse_report(report).chip_id_masked
+    launch = verify_test(vlek_chain, report)
+    assert launch.chip_id == bytes(64) and launch.signing_key == "vlek"
+
+
+def test_vcek_launches_have_no_csp_id() -> None:
+    launch = _virtee_launch()
+    assert launch.signing_key == "vcek" and launch.csp_id is None and launch.to_json()["csp_id"] is None
+    assert "VLEK" not in launch.describe()
+    with pytest.raises(InvalidArgumentError, match=r"VCEK-signed SNP launch has no CSP id"):
+        dataclasses.replace(launch, csp_id="a cloud")
+    with pytest.raises(InvalidArgumentError, match=r"VLEK-signed SNP launch names its CSP id"):
+        dataclasses.replace(launch, signing_key="vlek")
+    with pytest.raises(InvalidArgumentError, match=r"signing_key must be one of vcek, vlek"):
+        dataclasses.replace(launch, signing_key="none")
+
+
+def test_a_vlek_report_with_a_vcek_certificate_is_refused(chain: SnpTestChain, vlek_chain: SnpTestChain) -> None:
+    report = vlek_chain.make_report(REPORT_DATA, measurement=MEASUREMENT)
+    message = r"KEY_INFO selects the VLEK \(signing key 1\), but the endorsements' leaf certificate is a VCEK"
+    for endorsements in (chain.certificates(), chain.certificates()[:1], (GO_VCEK, *MILAN), (GO_VCEK,)):
+        with pytest.raises(AttestationError, match=message):
+            pinned_verifier(vlek_chain).verify(report, Endorsements(endorsements), at=VALID_AT)
+    # A VCEK-signed report (the double's) relabelled as VLEK-signed, with its own VCEK chain: the same refusal.
+    relabelled = chain.make_report(REPORT_DATA, measurement=MEASUREMENT, key_info=1 << 2)
+    with pytest.raises(AttestationError, match=message):
+        verify_test(chain, relabelled)
+
+
+def test_a_vcek_report_with_a_vlek_certificate_is_refused(chain: SnpTestChain, vlek_chain: SnpTestChain) -> None:
+    message = r"KEY_INFO selects the VCEK \(signing key 0\), but the endorsements' leaf certificate is a VLEK"
+    # A report the VLEK signed but that selects the VCEK, with the VLEK chain (whole, or the VLEK alone).
+    relabelled = vlek_chain.make_report(REPORT_DATA, measurement=MEASUREMENT, key_info=0)
+    for endorsements in (vlek_chain.certificates(), vlek_chain.certificates()[:1]):
+        with pytest.raises(AttestationError, match=message):
+            pinned_verifier(vlek_chain).verify(relabelled, Endorsements(endorsements), at=VALID_AT)
+    # A VCEK report with the VLEK chain in place of its own.
+    report = chain.make_report(REPORT_DATA, measurement=MEASUREMENT)
+    with pytest.raises(AttestationError, match=message):
+        pinned_verifier(vlek_chain).verify(report, Endorsements(vlek_chain.certificates()), at=VALID_AT)
+
+
+def test_intermediates_of_the_other_kind_are_refused() -> None:
+    """A VLEK issued by an intermediate named as an ASK, or a VCEK by one named as an ASVK (AMD's ARK signs both
+    kinds, so the name it signed is what tells them apart)."""
+    vlek_under_an_ask = SnpTestChain.generate_vlek(intermediate_name=_amd_name("SEV-Milan"))
+    with pytest.raises(AttestationError, match=r"ASVK certificate's common name is \['SEV-Milan'\], expected "
+                                               r"\['SEV-VLEK-Milan'\]"):
+        verify_test(vlek_under_an_ask, vlek_under_an_ask.make_report(REPORT_DATA, measurement=MEASUREMENT))
+    vcek_under_an_asvk = SnpTestChain.generate(intermediate_name=_amd_name("SEV-VLEK-Milan"))
+    with pytest.raises(AttestationError, match=r"ASK certificate's common name is \['SEV-VLEK-Milan'\], expected "
+                                               r"\['SEV-Milan'\]"):
+        verify_test(vcek_under_an_asvk, vcek_under_an_asvk.make_report(REPORT_DATA, measurement=MEASUREMENT))
+
+
+def test_a_vlek_for_another_tcb_is_refused(vlek_chain: SnpTestChain) -> None:
+    other = SnpTcb(bootloader=4, tee=0, snp=23, microcode=213)
+    with pytest.raises(AttestationError, match=r"VLEK certifies TCB bl=4 tee=0 snp=22 ucode=213, the report's "
+                                               r"REPORTED_TCB is bl=4 tee=0 snp=23 ucode=213 \(the VLEK is for "
+                                               r"another TCB\)"):
+        verify_test(vlek_chain, vlek_chain.make_report(REPORT_DATA, measurement=MEASUREMENT, reported_tcb=other))
+
+
+def test_a_vlek_report_signed_by_another_key_is_refused(vlek_chain: SnpTestChain) -> None:
+    other = SnpTestChain.generate_vlek()
+    report = other.make_report(REPORT_DATA, measurement=MEASUREMENT, chip_id=vlek_chain.chip_id)
+    with pytest.raises(AttestationError, match=r"signature does not verify with the VLEK's key"):
+        verify_test(vlek_chain, report)
+
+
+def test_a_vlek_chain_to_a_root_not_pinned_is_refused(vlek_chain: SnpTestChain) -> None:
+    report = vlek_chain.make_report(REPORT_DATA, measurement=MEASUREMENT)
+    with pytest.raises(AttestationError, match=r"ARK certificate .* is not a root pinned by this pyasylo"):
+        VERIFIER.verify(report, Endorsements(vlek_chain.certificates()), at=VALID_AT)
+    with pytest.raises(AttestationError, match=r"only the VLEK, and no bundled AMD chain issued it .*bundled ASVKs"):
+        VERIFIER.verify(report, Endorsements(vlek_chain.certificates()[:1]), at=VALID_AT)
+    with pytest.raises(AttestationError, match=r"no bundled AMD ARK issued the ASVK"):
+        VERIFIER.verify(report, Endorsements(vlek_chain.certificates()[:2]), at=VALID_AT)
+    with pytest.raises(AttestationError, match=r"only the VLEK.*bundled chains are off"):
+        SnpQuoteVerifier(bundled_chains=False).verify(report, Endorsements(vlek_chain.certificates()[:1]),
+                                                      at=VALID_AT)
+    # And the double's own root does not make AMD's ASVK chain trusted.
+    amd_asvk, amd_ark = (certificate.public_bytes(Encoding.DER) for certificate in
+                         x509.load_pem_x509_certificates((VECTORS / "ask_ark_milan_vlek.pem").read_bytes()))
+    with pytest.raises(AttestationError, match=r"not a root pinned.*trusted: ARK-Milan \(test double\)"):
+        pinned_verifier(vlek_chain).verify(report, Endorsements((vlek_chain.certificates()[0], amd_asvk, amd_ark)),
+                                           at=VALID_AT)
+
+
+def test_a_vlek_claiming_amds_asvk_is_refused() -> None:
+    """A test VLEK whose issuer is named as AMD's Milan ASVK: the bundled ASVK chain is picked for it (the VLEK
+    alone in the endorsements) and the ASVK's signature is then missing; with AMD's ASVK and ARK sent along, the
+    same."""
+    amd_asvk = bundled_chains("vlek")[0].ask
+    forged = SnpTestChain.generate_vlek(intermediate_name=amd_asvk.subject)
+    vlek_der = forged.certificates()[0]
+    picked = bundled_chain_for(forged.vlek, "vlek")
+    assert picked is not None and picked.ask == amd_asvk and bundled_chain_for(forged.vlek) is None
+    report = forged.make_report(REPORT_DATA, measurement=MEASUREMENT)
+    amd = tuple(certificate.public_bytes(Encoding.DER) for certificate in (picked.ask, picked.ark))
+    for endorsements in ((vlek_der,), (vlek_der, amd[0]), (vlek_der, *amd)):
+        with pytest.raises(AttestationError, match=r"the VLEK certificate is not signed by the ASVK"):
+            VERIFIER.verify(report, Endorsements(endorsements), at=VALID_AT)
+
+
+def _replace_vlek_extension(chain: SnpTestChain, suffix: str, value: bytes | None) -> SnpTestChain:
+    oid = f"1.3.6.1.4.1.3704.1.{suffix}"
+    extensions = [e for e in vlek_extensions(chain.product, chain.tcb, DEFAULT_CSP_ID) if e.oid.dotted_string != oid]
+    if value is not None:
+        extensions.append(x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value))
+    return chain.with_vcek_extensions(extensions)
+
+
+@pytest.mark.parametrize(("suffix", "value", "message"), [
+    ("5", None, r"VLEK has no CSP id extension \(1.3.6.1.4.1.3704.1.5\)"),
+    ("5", bytes([0x0C, 7]) + b"a cloud", r"VLEK certificate's CSP id is not a DER element of type 0x16"),
+    ("5", bytes([0x16, 0]), r"VLEK certificate's CSP id is not a printable IA5String"),
+    ("5", bytes([0x16, 7]) + b"a\ncloud", r"VLEK certificate's CSP id is not a printable IA5String"),
+    ("5", bytes([0x16, 0x81, 200]) + b"x" * 200, r"1.3.6.1.4.1.3704.1.5 is 203 bytes, over the limit of 128"),
+    ("4", bytes(64), r"VLEK certificate has both a hwID and a CSP id"),
+    ("3.3", der_spl(21), r"VLEK certifies TCB bl=4 tee=0 snp=21"),
+    ("2", der_ia5("Genoa"), r"VLEK is for product 'Genoa' but chains to ARK-Milan \(test double\)"),
+], ids=["no-csp-id", "utf8-csp-id", "empty-csp-id", "control-csp-id", "long-csp-id", "hwid-too", "other-tcb",
+        "other-product"])
+def test_malformed_vlek_extensions_are_refused(vlek_chain: SnpTestChain, suffix: str, value: bytes | None,
+                                               message: str) -> None:
+    altered = _replace_vlek_extension(vlek_chain, suffix, value)
+    with pytest.raises(AttestationError, match=message):
+        verify_test(altered, altered.make_report(REPORT_DATA, measurement=MEASUREMENT))
+
+
+def test_a_vlek_chain_saves_and_loads(vlek_chain: SnpTestChain, tmp_path: Path) -> None:
+    vlek_chain.save(tmp_path / "vlek")
+    loaded = SnpTestChain.load(tmp_path / "vlek")
+    assert loaded.signing_key == "vlek" and loaded.csp_id == DEFAULT_CSP_ID
+    assert loaded.certificates() == vlek_chain.certificates()
+    assert verify_test(vlek_chain, loaded.make_report(REPORT_DATA, measurement=MEASUREMENT)).csp_id == DEFAULT_CSP_ID
+
+
 # --- SnpTcb ------------------------------------------------------------------------------------------------------
 
 @settings(max_examples=50, deadline=None)
@@ -610,3 +866,13 @@ def test_a_flipped_certificate_bit_is_refused_with_the_bundled_chain_too(count: 
     except AttestationError:
         return
     assert launch == _virtee_launch()
+
+
+@_PROPERTY
+@given(st.integers(0, REPORT_SIZE - 1), st.integers(0, 7))
+def test_any_flipped_bit_of_a_vlek_report_is_refused(vlek_chain: SnpTestChain, offset: int, bit: int) -> None:
+    """The VLEK path refuses every altered byte as the VCEK path does (a test double's VLEK report: there is no
+    genuine one)."""
+    report = vlek_chain.make_report(REPORT_DATA, measurement=MEASUREMENT)
+    with pytest.raises(AttestationError):
+        verify_test(vlek_chain, flip(report, offset, bit))

@@ -170,11 +170,11 @@ def provision_server(listen: str, state_dir: Path, images_dir: Path | None, trus
     uploads (`asylo provision upload`), and only those signed by a --trusted-signer ever run.
 
     Prints `ASYLO-PROVISION-SERVER-READY port=N platform=FINGERPRINT` on standard output once it serves; with
-    --platform sim, clients trust the enclaves' evidence by that fingerprint (--trust-platform); on a hardware
-    platform the word is its kind (snp, tdx, nitro), and clients trust it by reference values of its launch
-    (`asylo platform show` on this machine prints them). gRPC health checking and
-    server reflection are on, so grpcurl and grpc_health_probe work. SIGTERM or Ctrl-C ends every session and
-    exits.
+    --platform sim, clients trust the enclaves' evidence by that fingerprint (--trust-platform), and with
+    --platform tpm by the fingerprint of the enrolled AK it shows; on a TEE the word is its kind (snp, tdx, nitro),
+    and clients trust it by reference values of its launch (`asylo platform show` on this machine prints them).
+    gRPC health checking and server reflection are on, so grpcurl and grpc_health_probe work. SIGTERM or Ctrl-C
+    ends every session and exits.
     """
     _address(listen, "--listen")
     if metrics_listen is not None:

@@ -273,15 +273,17 @@ def _trusted_platforms(values: tuple[str, ...]) -> tuple[str, ...]:
                    "and --trust-platform for the server machine's platform.")
 @click.option("--upload", is_flag=True, help="With --provision-server: upload --image if the server lacks it.")
 @click.option("--trust-platform", "trust_platforms", multiple=True, metavar="FINGERPRINT",
-              help="remote only: believe enclave evidence from the platform with this fingerprint (`asylo platform "
-                   "show` on that machine prints it); repeatable. Local proxies run on this machine's own platform, "
-                   "which is trusted without it.")
+              help="remote only: believe enclave evidence from the platform with this fingerprint: a simulated "
+                   "platform's key (`asylo platform show` on that machine prints it) or an enrolled TPM's AK "
+                   "(`asylo platform enroll`); repeatable. Local proxies on this machine's own simulated platform "
+                   "are trusted without it.")
 @click.option("--expect-launch", metavar="KIND=HEX[,NAME=HEX...]",
               help="remote only: the enclave must run on this hardware launch (hex values as `asylo platform show` "
                    "on that machine prints them, better computed from the VM or enclave image): "
-                   "snp=MEASUREMENT; tdx=MRTD,rtmr1=HEX,rtmr2=HEX; nitro=PCR0 (or pcr1=HEX,pcr2=HEX, pcr8=HEX). "
-                   "Debug launches and (TDX) a TCB status other than UpToDate are refused. Hardware platforms "
-                   "need this instead of --trust-platform.")
+                   "snp=MEASUREMENT; tdx=MRTD,rtmr1=HEX,rtmr2=HEX; nitro=PCR0 (or pcr1=HEX,pcr2=HEX, pcr8=HEX); "
+                   "tpm=pcr0=HEX,pcr7=HEX,... (the boot state; a TPM is trusted by --trust-platform). Debug "
+                   "launches and (TDX) a TCB status other than UpToDate are refused. SNP, TDX and Nitro need this "
+                   "instead of --trust-platform.")
 @connection_options
 @platform_options
 def quickstart(message: str | None, decrypt_hex: str | None, key_store: Path | None, seal_policy: str | None,

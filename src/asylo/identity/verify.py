@@ -4,8 +4,9 @@
     identity = verifier.verify(evidence, report_data=transcript_binding, expectation=expectation)
 
 The checks, in order, each failing with an `AttestationError` that names it: size and encoding; the evidence
-version; a verifier for the platform kind (sim, and the hardware platforms snp, tdx, sgx and nitro with their
-vendors' roots pinned; pass `platform_verifiers` to add or replace one); that verifier's authentication (for
+version; a verifier for the platform kind (sim and tpm, by the fingerprints the host trusts; snp, tdx, sgx and
+nitro with their vendors' roots pinned; pass `platform_verifiers` to add or replace one); that verifier's
+authentication (for
 `sim`: the platform key is trusted and its signature verifies; for hardware: the vendor evidence verifies and its
 report data binds the runtime's identity claim, see asylo.identity.hardware); the attested identity's platform
 kind agrees with the evidence's; the report data equals the caller's (the evidence was made for this handshake,
@@ -43,7 +44,8 @@ class EvidenceVerifier:
     def __init__(
         self, trusted_platforms: Iterable[str], *, platform_verifiers: Iterable[PlatformVerifier] = ()
     ) -> None:
-        """`trusted_platforms`: sim platform key fingerprints (64 hex digits, any case).
+        """`trusted_platforms`: fingerprints (64 hex digits, any case) of sim platform keys and of enrolled TPM
+        attestation keys (`asylo platform show`, `asylo platform enroll`).
 
         `platform_verifiers` add (or replace, by kind) verifiers for other platforms.
         """
@@ -101,6 +103,9 @@ class EvidenceVerifier:
                 f"{LAUNCH_EXPECTATIONS.get(identity.platform, 'a launch expectation')}(...) in AllOf"
             )
         expectation.check(identity)
+        if identity.platform in FINGERPRINT_TRUSTED_KINDS and not expectation.constrains_launch(identity.platform):
+            _log.warning("accepted %s without checking its boot state: the expectation names no PCRs (PcrsAre), so "
+                         "whatever the enrolled machine booted is trusted", identity.describe())
         _log.info("attested %s", identity.describe())
         return identity
 

@@ -4,11 +4,15 @@
     launch = verifier.verify(report, Endorsements(certificates=(vcek_der,)))   # ASK/ARK from the bundled chains
     SnpLaunch(measurement, min_tcb=SnpTcb(bootloader=3, tee=0, snp=8, microcode=115)).launch_mismatch(launch)
 
+A VLEK-signed report (KEY_INFO SIGNING_KEY 1, as AWS EC2's shared-tenancy instances make) is verified the same
+way with its VLEK certificate in place of the VCEK (the ASVK/ARK come from the bundled VLEK chains); the launch
+then has `signing_key` "vlek" and the VLEK's `csp_id`.
+
 `report` parses the 1184-byte ATTESTATION_REPORT (`parse_report`, `decode_report_file` for report files as tools
-write them); `certs` holds the pinned roots, the bundled AMD chains, the VCEK's extensions and the hypervisor's
-certificate table (`parse_cert_table`, configfs-tsm's auxblob); `verifier` the `QuoteVerifier`, the verified
-`SnpLaunchIdentity` and the `SnpLaunch` expectation. It sits in the identity layer: it imports `asylo.identity`
-and `asylo.status`, nothing above them.
+write them); `certs` holds the pinned roots, the bundled AMD chains (ASK/ARK and ASVK/ARK), the VCEK's and VLEK's
+extensions and the hypervisor's certificate table (`parse_cert_table`, configfs-tsm's auxblob); `verifier` the
+`QuoteVerifier`, the verified `SnpLaunchIdentity` and the `SnpLaunch` expectation. It sits in the identity layer:
+it imports `asylo.identity` and `asylo.status`, nothing above them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from asylo.identity.snp.certs import (
     ARK_GENOA_SHA256,
     ARK_MILAN_SHA256,
     ARK_TURIN_SHA256,
+    BUNDLED_CHAIN_FILES,
+    BUNDLED_VLEK_CHAIN_FILES,
     CERT_TABLE_GUIDS,
     MAX_CERT_TABLE_ENTRIES,
     MAX_CERT_TABLE_SIZE,
@@ -49,6 +55,8 @@ __all__ = [
     "ARK_GENOA_SHA256",
     "ARK_MILAN_SHA256",
     "ARK_TURIN_SHA256",
+    "BUNDLED_CHAIN_FILES",
+    "BUNDLED_VLEK_CHAIN_FILES",
     "CERT_TABLE_GUIDS",
     "MAX_CERT_TABLE_ENTRIES",
     "MAX_CERT_TABLE_SIZE",

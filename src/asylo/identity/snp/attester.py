@@ -1,9 +1,10 @@
 """The SEV-SNP attester: a report over the runtime binding from configfs-tsm, with the VCEK to verify it by.
 
-The host verifies the report offline, so the VCEK travels with it: from configfs-tsm's `auxblob` when the
-hypervisor supplies the certificate table (the usual case on cloud SNP VMs), else from a file the operator gives
-the proxy (`--vcek FILE`, DER or PEM, as AMD's key distribution service serves it for this chip and TCB). The ASK
-and ARK go along when the table has them; the host falls back to the AMD chains it bundles otherwise.
+The host verifies the report offline, so the key that signed it travels with it — the VCEK, or the VLEK where the
+cloud provider loaded one (the report's SIGNING_KEY says which): from configfs-tsm's `auxblob` when the hypervisor
+supplies the certificate table (the usual case on cloud SNP VMs), else from a file the operator gives the proxy
+(`--vcek FILE`, DER or PEM, as AMD's key distribution service serves it). The ASK (or ASVK) and ARK go along when
+the table has them; the host falls back to the AMD chains it bundles otherwise.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from asylo._files import read_bounded
 from asylo.identity.configfs_tsm import ConfigfsTsm
 from asylo.identity.launch import Endorsements
-from asylo.identity.snp.certs import parse_cert_table
+from asylo.identity.snp.certs import cert_table_endorsements
+from asylo.identity.snp.report import parse_report
 from asylo.status import AttestationError, FailedPreconditionError
 
 KIND = "snp"
@@ -36,17 +38,16 @@ class SnpAttester:
 
     def attest(self, report_data: bytes) -> tuple[bytes, Endorsements]:
         report = self._tsm.report(report_data)
-        table = parse_cert_table(report.auxblob) if report.auxblob else {}
-        leaf = table.get("vcek") or table.get("vlek") or self._vcek
-        if leaf is None:
+        # The report says which key signed it (VCEK, or VLEK on clouds that load one): send that key's chain.
+        signing_key = parse_report(report.outblob).signing_key
+        if report.auxblob:
+            return report.outblob, cert_table_endorsements(report.auxblob, signing_key=signing_key)
+        if self._vcek is None:
             raise FailedPreconditionError(
-                "the hypervisor supplied no VCEK (configfs-tsm's auxblob has no certificate table) and the proxy was "
-                "given no --vcek FILE: fetch this chip's VCEK from AMD's key distribution service and pass it"
-            )
-        chain = [leaf]
-        if "ask" in table and "ark" in table:
-            chain += [table["ask"], table["ark"]]
-        return report.outblob, Endorsements(tuple(chain))
+                f"the hypervisor supplied no {signing_key.upper()} (configfs-tsm's auxblob has no certificate "
+                f"table) and the proxy was given no --vcek FILE: fetch this chip's VCEK (or the provider's VLEK) "
+                f"from AMD's key distribution service and pass it")
+        return report.outblob, Endorsements((self._vcek,))
 
     def __repr__(self) -> str:
         return f"SnpAttester({self._tsm!r}, vcek={'file' if self._vcek else 'from the hypervisor'})"

@@ -1,12 +1,15 @@
-"""AMD's SEV-SNP certificates: the pinned ARK roots, the bundled ASK/ARK chains, the VCEK's extensions, and the
-certificate table a hypervisor hands its guest.
+"""AMD's SEV-SNP certificates: the pinned ARK roots, the bundled ASK/ARK and ASVK/ARK chains, the VCEK's and
+VLEK's extensions, and the certificate table a hypervisor hands its guest.
 
 AMD's chain is ARK (AMD Root Key, self-signed, RSA-4096) -> ASK (AMD SEV Key) -> VCEK (Versioned Chip Endorsement
-Key, EC P-384, one per chip and TCB), all RSA-PSS/SHA-384, one chain per product line. The ARKs are pinned here by
-the SHA-256 of their DER; the ASK and ARK certificates are bundled (package data in `amd/`, see its PROVENANCE.md)
-so that evidence carrying only the VCEK can be verified offline. The VCEK's extensions (AMD's Key Distribution
-Service specification, OIDs under 1.3.6.1.4.1.3704.1) state which chip (hwID) and which TCB it certifies; the
-verifier holds the report to them.
+Key, EC P-384, one per chip and TCB), all RSA-PSS/SHA-384, one chain per product line. A cloud provider's machines
+may sign with a VLEK instead (Versioned Loaded Endorsement Key: one per cloud provider, product line and TCB, loaded
+into each of the provider's chips; AWS EC2's shared-tenancy SEV-SNP instances use it), which chains ARK -> ASVK (AMD
+SEV VLEK Key) -> VLEK, under the same ARK. The ARKs are pinned here by the SHA-256 of their DER; the ASK, ASVK and
+ARK certificates are bundled (package data in `amd/`, see its PROVENANCE.md) so that evidence carrying only the
+VCEK or VLEK can be verified offline. The extensions of the VCEK and VLEK (AMD's Key Distribution Service
+specification and its VLEK certificate definition, OIDs under 1.3.6.1.4.1.3704.1) state which TCB they certify,
+and which chip (the VCEK's hwID) or which cloud provider (the VLEK's CSP id); the verifier holds the report to them.
 
 The certificate table is what the hypervisor supplies beside an extended report (Linux configfs-tsm's `auxblob`
 for sev_guest; the GHCB specification, publication 56421, section 4.1.8.1, "struct cert_table"): entries of a
@@ -26,6 +29,7 @@ from importlib import resources
 from types import MappingProxyType
 
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from asylo.identity.launch import Endorsements
 from asylo.identity.snp.report import SnpTcb
@@ -52,13 +56,28 @@ AMD_ARK_ROOTS: Mapping[bytes, str] = MappingProxyType({
     ARK_TURIN_SHA256: "ARK-Turin",
 })
 
-#: The bundled ASK-then-ARK PEM files (package data in `amd/`), by product line. Turin's is the VCEK chain (AMD
-#: serves another, the ASVK's, for VLEKs).
+#: The bundled ASK-then-ARK PEM files (package data in `amd/`), by product line: the VCEK's chains, as AMD's KDS
+#: serves them at /vcek/v1/<product>/cert_chain.
 BUNDLED_CHAIN_FILES: Mapping[str, str] = MappingProxyType({
     "Milan": "ask_ark_milan.pem",
     "Genoa": "ask_ark_genoa.pem",
     "Turin": "ask_ark_turin_vcek.pem",
 })
+#: The bundled ASVK-then-ARK PEM files, by product line: the VLEK's chains, as AMD's KDS serves them at
+#: /vlek/v1/<product>/cert_chain. Each ARK is the VCEK chain's ARK of the same product (the same pinned digest).
+BUNDLED_VLEK_CHAIN_FILES: Mapping[str, str] = MappingProxyType({
+    "Milan": "ask_ark_milan_vlek.pem",
+    "Genoa": "ask_ark_genoa_vlek.pem",
+    "Turin": "ask_ark_turin_vlek.pem",
+})
+#: The endorsement key kinds (the report's KEY_INFO SIGNING_KEY 0 and 1), and what each chain's certificates are
+#: called, leaf first.
+ENDORSEMENT_KEYS = ("vcek", "vlek")
+CHAIN_NAMES: Mapping[str, tuple[str, str, str]] = MappingProxyType({
+    "vcek": ("VCEK", "ASK", "ARK"),
+    "vlek": ("VLEK", "ASVK", "ARK"),
+})
+_BUNDLED_FILES = {"vcek": BUNDLED_CHAIN_FILES, "vlek": BUNDLED_VLEK_CHAIN_FILES}
 _BUNDLED_ARKS = {"Milan": ARK_MILAN_SHA256, "Genoa": ARK_GENOA_SHA256, "Turin": ARK_TURIN_SHA256}
 #: A bundled PEM file holds two certificates of about 2 KiB each as PEM.
 _MAX_BUNDLED_FILE_SIZE = 64 * 1024
@@ -70,22 +89,38 @@ def root_product(name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def intermediate_common_name(signing_key: str, product: str) -> str:
+    """The common name AMD gives the intermediate that issues `signing_key`'s certificates for `product`: the ASK
+    is "SEV-Milan", the ASVK "SEV-VLEK-Milan" (as AMD's KDS serves them, and go-sev-guest checks them)."""
+    return f"SEV-VLEK-{product}" if signing_key == "vlek" else f"SEV-{product}"
+
+
+def _check_signing_key(signing_key: str) -> str:
+    if signing_key not in ENDORSEMENT_KEYS:
+        raise InvalidArgumentError(f"the signing key is one of {', '.join(ENDORSEMENT_KEYS)}, got {signing_key!r}")
+    return signing_key
+
+
 @dataclass(frozen=True)
 class AmdChain:
-    """One product line's ASK and ARK, as bundled."""
+    """One product line's intermediate and ARK, as bundled: for `signing_key` "vcek" the ASK, for "vlek" the
+    ASVK (the field keeps the name `ask`: it is the intermediate either way)."""
 
     product: str
     ask: x509.Certificate
     ark: x509.Certificate
+    signing_key: str = "vcek"
 
 
 @functools.cache
-def bundled_chains() -> tuple[AmdChain, ...]:
-    """AMD's ASK/ARK chains shipped with pyasylo, loaded once. InternalError if the package data is missing or is
-    not what is pinned (a broken installation, not a peer's doing)."""
+def bundled_chains(signing_key: str = "vcek") -> tuple[AmdChain, ...]:
+    """AMD's ASK/ARK chains (or, for "vlek", ASVK/ARK chains) shipped with pyasylo, loaded once. InternalError if
+    the package data is missing or is not what is pinned (a broken installation, not a peer's doing)."""
+    _check_signing_key(signing_key)
     chains = []
     folder = resources.files("asylo.identity.snp").joinpath("amd")
-    for product, filename in BUNDLED_CHAIN_FILES.items():
+    intermediate = CHAIN_NAMES[signing_key][1]
+    for product, filename in _BUNDLED_FILES[signing_key].items():
         try:
             pem = folder.joinpath(filename).read_bytes()
         except OSError as exc:
@@ -97,23 +132,30 @@ def bundled_chains() -> tuple[AmdChain, ...]:
         except ValueError as exc:
             raise InternalError(f"the bundled AMD chain {filename} does not parse: {exc}") from None
         if len(certificates) != 2 or certificate_sha256(certificates[1]) != _BUNDLED_ARKS[product]:
-            raise InternalError(f"the bundled AMD chain {filename} is not the ASK and the pinned ARK-{product}")
-        chains.append(AmdChain(product, certificates[0], certificates[1]))
+            raise InternalError(f"the bundled AMD chain {filename} is not the {intermediate} and the pinned "
+                                f"ARK-{product}")
+        names = certificates[0].subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if [name.value for name in names] != [intermediate_common_name(signing_key, product)]:
+            raise InternalError(f"the bundled AMD chain {filename} does not start with the {intermediate} of "
+                                f"{product}")
+        chains.append(AmdChain(product, certificates[0], certificates[1], signing_key))
     return tuple(chains)
 
 
-def bundled_chain_for(leaf: x509.Certificate) -> AmdChain | None:
-    """The bundled chain whose ASK issued `leaf` (by name; the signature is check_chain's to verify), or None."""
-    for chain in bundled_chains():
+def bundled_chain_for(leaf: x509.Certificate, signing_key: str = "vcek") -> AmdChain | None:
+    """The bundled chain whose ASK (for "vlek": whose ASVK) issued `leaf` (by name; the signature is check_chain's
+    to verify), or None."""
+    for chain in bundled_chains(signing_key):
         if leaf.issuer == chain.ask.subject:
             return chain
     return None
 
 
-def bundled_ark_for(ask: x509.Certificate) -> x509.Certificate | None:
-    """The bundled ARK that issued `ask` (by name), or None."""
+def bundled_ark_for(intermediate: x509.Certificate) -> x509.Certificate | None:
+    """The bundled ARK that issued `intermediate` (an ASK or an ASVK: one ARK per product issues both), by name,
+    or None."""
     for chain in bundled_chains():
-        if ask.issuer == chain.ark.subject:
+        if intermediate.issuer == chain.ark.subject:
             return chain.ark
     return None
 
@@ -132,9 +174,9 @@ OID_RESERVED_SPLS = tuple(x509.ObjectIdentifier(f"{_AMD_OID}.3.{index}") for ind
 OID_UCODE_SPL = x509.ObjectIdentifier(f"{_AMD_OID}.3.8")
 #: Turin only.
 OID_FMC_SPL = x509.ObjectIdentifier(f"{_AMD_OID}.3.9")
-#: The chip's hwID, which equals the report's CHIP_ID: 64 bytes (Milan, Genoa) or 8 (Turin).
+#: The chip's hwID, which equals the report's CHIP_ID: 64 bytes (Milan, Genoa) or 8 (Turin). VCEKs only.
 OID_HWID = x509.ObjectIdentifier(f"{_AMD_OID}.4")
-#: A VLEK's cloud service provider, instead of a hwID.
+#: A VLEK's cloud service provider (an IA5String naming it), instead of a hwID. VLEKs only.
 OID_CSP_ID = x509.ObjectIdentifier(f"{_AMD_OID}.5")
 
 HWID_SIZE = 64
@@ -161,8 +203,16 @@ class VekExtensions:
 
     @property
     def product_line(self) -> str:
-        """"Milan" of "Milan-B0"."""
+        """"Milan" of "Milan-B0" (a VCEK's product name has the stepping, a VLEK's has not: "Milan")."""
         return self.product_name.split("-", 1)[0]
+
+    @property
+    def signing_key(self) -> str | None:
+        """Which kind of endorsement key these extensions certify: "vcek" (a hwID), "vlek" (a CSP id), or None
+        (neither; `read_vek_extensions` refuses both)."""
+        if self.hwid is not None:
+            return "vcek"
+        return "vlek" if self.csp_id is not None else None
 
 
 #: What `cryptography` raises for a certificate whose extensions do not parse (it parses them on first access).
@@ -234,9 +284,21 @@ def _hwid(value: bytes, size: int, what: str) -> bytes:
     return content
 
 
+def certificate_signing_key(certificate: x509.Certificate, what: str = "leaf") -> str | None:
+    """Which endorsement key `certificate` is by its AMD extensions, before anything else of it is read: "vcek"
+    if it has a hwID and no CSP id, "vlek" if it has a CSP id and no hwID, else None (`read_vek_extensions` then
+    says what is wrong). The values are bounded but not decoded here."""
+    hwid = _extension_value(certificate, OID_HWID, what) is not None
+    csp_id = _extension_value(certificate, OID_CSP_ID, what) is not None
+    if hwid != csp_id:
+        return "vcek" if hwid else "vlek"
+    return None
+
+
 def read_vek_extensions(certificate: x509.Certificate, *, turin: bool, what: str = "VCEK") -> VekExtensions:
-    """AMD's extensions of a VCEK (or VLEK) certificate, read with bounds; `turin` selects Turin's TCB (with FMC)
-    and hwID size. AttestationError naming what is missing or malformed."""
+    """AMD's extensions of a VCEK or VLEK certificate, read with bounds; `turin` selects Turin's TCB (with FMC)
+    and hwID size. AttestationError naming what is missing or malformed, or if it has both a hwID and a CSP id.
+    Whether it has the one its report's signing key needs is the caller's to check (`VekExtensions.signing_key`)."""
     product_name = _ia5(_required(certificate, OID_PRODUCT_NAME, what, "product name"),
                         f"the {what} certificate's product name")
     for oid in OID_RESERVED_SPLS:
@@ -266,6 +328,9 @@ def read_vek_extensions(certificate: x509.Certificate, *, turin: bool, what: str
 #: The GHCB specification's GUIDs for the certificates (section 4.1.8.1), as go-sev-guest's abi and virtee/sev's
 #: CertType spell them. On the wire a GUID is its 16 bytes in the order the text writes them (RFC 4122 order, what
 #: uuid_parse and Python's `UUID.bytes` give), as both those implementations and AMD's sev-guest tools write it.
+#: There is no GUID of the ASVK's: a host that supplies a VLEK puts its ASVK under the ASK's GUID (go-sev-guest's
+#: abi says its AskGUID is "used for the ASVK as well", and its AsvkGUID is an all-zero placeholder, "may not be
+#: defined"; virtee/sev builds the VLEK's chain from the ASK entry).
 CERT_TABLE_GUIDS: Mapping[str, uuid.UUID] = MappingProxyType({
     "ark": uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae"),
     "ask": uuid.UUID("4ab7b379-bbac-4fe4-a02f-05aef327c782"),
@@ -368,14 +433,21 @@ def build_cert_table(entries: Mapping[str, bytes]) -> bytes:
     return table
 
 
-def cert_table_endorsements(data: bytes) -> Endorsements:
-    """The endorsements in a certificate table, as `SnpQuoteVerifier` takes them: the VCEK (or, failing that, the
-    VLEK) first, then the ASK, then the ARK, each only if all before it are there. AttestationError if the table is
-    malformed or has neither a VCEK nor a VLEK."""
+def cert_table_endorsements(data: bytes, *, signing_key: str | None = None) -> Endorsements:
+    """The endorsements in a certificate table, as `SnpQuoteVerifier` takes them: the leaf first, then the ASK
+    entry (the ASK, or for a VLEK its ASVK), then the ARK, each only if all before it are there.
+
+    The leaf is the VCEK or the VLEK as `signing_key` (the report's KEY_INFO SIGNING_KEY, "vcek" or "vlek") asks;
+    with None, the VCEK or, failing that, the VLEK. AttestationError if the table is malformed or lacks the leaf.
+    """
     table = parse_cert_table(data)
-    leaf = table.get("vcek", table.get("vlek"))
+    if signing_key is None:
+        leaf = table.get("vcek", table.get("vlek"))
+    else:
+        leaf = table.get(_check_signing_key(signing_key))
     if leaf is None:
-        raise AttestationError(f"the certificate table has no VCEK or VLEK (it has: {', '.join(table) or 'nothing'})")
+        wanted = "VCEK or VLEK" if signing_key is None else signing_key.upper()
+        raise AttestationError(f"the certificate table has no {wanted} (it has: {', '.join(table) or 'nothing'})")
     certificates = [leaf]
     if "ask" in table:
         certificates.append(table["ask"])

@@ -6,9 +6,15 @@ ASK to an ARK pinned in the code, every certificate valid at the given time; the
 another machine, or of this one before a firmware update, does not verify it; and its P-384 key signed the
 report. What the launch must be (measurement, debug policy, VMPL, TCB floor) is `SnpLaunch`'s to decide.
 
-VLEK-signed reports (a cloud provider's loaded key, chaining to AMD's ASVK rather than the ASK) are refused:
-pyasylo pins no ASVK chain and has no genuine VLEK evidence to test against, and a verifier path no genuine
-evidence exercises is not one to trust.
+A report whose KEY_INFO SIGNING_KEY is 1 was signed by a VLEK (Versioned Loaded Endorsement Key: a cloud
+provider's, loaded into its chips; what AWS EC2's shared-tenancy SEV-SNP instances use). Its chain is VLEK ->
+ASVK -> ARK, the ARK the same pinned root as the VCEK's; the VLEK's SPL extensions must be the REPORTED_TCB as a
+VCEK's must, but it names no chip (it has a CSP id where a VCEK has a hwID), so the CHIP_ID is not held to it and
+may be masked. The identity's `csp_id` is the VLEK's CSP id. The report's key selection decides which kind of
+certificate is expected: a VLEK-signed report with a VCEK certificate is refused, and the reverse.
+
+The VLEK path is tested against a test double of AMD's chain only: no genuine VLEK-signed report is among the
+test vectors (AMD's ASVK and ARK certificates are genuine, and bundled).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.x509.oid import NameOID
 
 from asylo.identity.identity import check_u32
 from asylo.identity.launch import (
@@ -37,9 +44,13 @@ from asylo.identity.launch import (
 )
 from asylo.identity.snp.certs import (
     AMD_ARK_ROOTS,
+    CHAIN_NAMES,
+    ENDORSEMENT_KEYS,
     TURIN_HWID_SIZE,
     bundled_ark_for,
     bundled_chain_for,
+    certificate_signing_key,
+    intermediate_common_name,
     read_vek_extensions,
     root_product,
 )
@@ -60,7 +71,7 @@ from asylo.identity.snp.report import (
 from asylo.identity.x509chain import check_chain, load_der_certificate
 from asylo.status import AttestationError, InvalidArgumentError
 
-#: Endorsements carry at most the VCEK, the ASK and the ARK.
+#: Endorsements carry at most the VCEK, the ASK and the ARK (or the VLEK, the ASVK and the ARK).
 MAX_ENDORSEMENT_CERTIFICATES = 3
 #: A VMPL is 0 (the most privileged) to 3.
 MAX_VMPL = 3
@@ -81,12 +92,14 @@ _BYTE_FIELDS = {
 
 @dataclass(frozen=True)
 class SnpLaunchIdentity(LaunchIdentity):
-    """An SEV-SNP launch as a verified report attests it (every field covered by the VCEK's signature).
+    """An SEV-SNP launch as a verified report attests it (every field covered by the VCEK's or VLEK's signature).
 
-    `product` is the product line of the ARK that verified the VCEK ("Milan", "Genoa", "Turin"); `signing_key`
-    which key signed ("vcek"; VLEK reports are refused); `debug` the policy's DEBUG bit. The TCBs are the report's:
-    `reported_tcb` is the one the VCEK certifies (the host may report a TCB below the current one, never above),
-    so it is the one a TCB floor is held to.
+    `product` is the product line of the ARK that verified the VCEK or VLEK ("Milan", "Genoa", "Turin");
+    `signing_key` which key signed ("vcek" or "vlek"); `csp_id` the VLEK certificate's cloud service provider id
+    (None for a VCEK); `debug` the policy's DEBUG bit. The TCBs are the report's: `reported_tcb` is the one the
+    VCEK or VLEK certifies (the host may report a TCB below the current one, never above), so it is the one a TCB
+    floor is held to. `chip_id` is the report's: a VCEK's hwID was checked against it; under a VLEK it is only
+    what the firmware signed (all zero if the host masked it).
     """
 
     kind: ClassVar[str] = "snp"
@@ -111,6 +124,7 @@ class SnpLaunchIdentity(LaunchIdentity):
     author_key_digest: bytes
     platform_info: int
     signing_key: str
+    csp_id: str | None = None
 
     def __post_init__(self) -> None:
         for name, size in _BYTE_FIELDS.items():
@@ -123,11 +137,19 @@ class SnpLaunchIdentity(LaunchIdentity):
                 raise InvalidArgumentError(f"SNP launch {name} must be an SnpTcb")
         if self.debug != policy_debug(self.policy):
             raise InvalidArgumentError(f"SNP launch debug={self.debug} contradicts policy {self.policy:#x}")
+        if self.signing_key not in ENDORSEMENT_KEYS:
+            raise InvalidArgumentError(f"SNP launch signing_key must be one of {', '.join(ENDORSEMENT_KEYS)}, got "
+                                       f"{self.signing_key!r}")
+        if self.signing_key == "vlek" and not (isinstance(self.csp_id, str) and self.csp_id):
+            raise InvalidArgumentError(f"a VLEK-signed SNP launch names its CSP id, got {self.csp_id!r}")
+        if self.signing_key == "vcek" and self.csp_id is not None:
+            raise InvalidArgumentError(f"a VCEK-signed SNP launch has no CSP id, got {self.csp_id!r}")
 
     def describe(self) -> str:
         debug = ", DEBUG policy" if self.debug else ""
+        vlek = f", VLEK of CSP {self.csp_id!r}" if self.signing_key == "vlek" else ""
         return (f"SEV-SNP {self.product} launch measurement {self.measurement.hex()} (VMPL {self.vmpl}, TCB "
-                f"{self.reported_tcb.describe()}, policy {self.policy:#x}{debug})")
+                f"{self.reported_tcb.describe()}, policy {self.policy:#x}{debug}{vlek})")
 
     def to_json(self) -> dict[str, object]:
         return hex_fields({
@@ -151,6 +173,7 @@ class SnpLaunchIdentity(LaunchIdentity):
             "author_key_digest": self.author_key_digest,
             "platform_info": self.platform_info,
             "signing_key": self.signing_key,
+            "csp_id": self.csp_id,
             "version": self.version,
         })
 
@@ -169,13 +192,15 @@ def _check_roots(roots: Mapping[bytes, str]) -> Mapping[bytes, str]:
 
 
 class SnpQuoteVerifier(QuoteVerifier):
-    """The host side of SEV-SNP: an attestation report and its VCEK in, a verified `SnpLaunchIdentity` out.
+    """The host side of SEV-SNP: an attestation report and its VCEK (or VLEK) in, a verified `SnpLaunchIdentity`
+    out.
 
     `pinned_roots` maps ARK DER SHA-256 digests to names of the form "ARK-<product>" (default: AMD's Milan,
     Genoa and Turin ARKs); the product line of the root that verifies is the identity's `product`, and decides how
-    the TCB fields are read. `bundled_chains`: when the endorsements carry only the VCEK (or the VCEK and ASK),
-    complete the chain with the ASK/ARK pyasylo ships whose subject issued it; the bundled ARKs are AMD's, so this
-    helps only with the default roots.
+    the TCB fields are read. The endorsements are the VCEK, ASK and ARK for a VCEK-signed report and the VLEK, ASVK
+    and ARK for a VLEK-signed one. `bundled_chains`: when the endorsements carry only the leaf (or the leaf and its
+    intermediate), complete the chain with the ASK/ARK or ASVK/ARK pyasylo ships whose subject issued it; the
+    bundled ARKs are AMD's, so this helps only with the default roots.
     """
 
     kind: ClassVar[str] = "snp"
@@ -199,46 +224,55 @@ class SnpQuoteVerifier(QuoteVerifier):
         report = parse_report(evidence)
         if report.signing_key == "none":
             raise AttestationError("the SNP report is not signed (KEY_INFO SIGNING_KEY is 'none')")
-        if report.signing_key == "vlek":
-            raise AttestationError(
-                "the SNP report is signed by a VLEK, which this verifier does not accept: it pins no ASVK chain (the "
-                "VLEK's issuer) and has no genuine VLEK evidence to be tested against; use a VCEK-signed report"
-            )
         if report.signature_algo != SIGNATURE_ALGO_ECDSA_P384_SHA384:
             raise AttestationError(f"the SNP report's SIGNATURE_ALGO is {report.signature_algo}, expected "
                                    f"{SIGNATURE_ALGO_ECDSA_P384_SHA384} (ECDSA P-384 with SHA-384)")
-        chain = self._chain(endorsements)
-        root_name = check_chain(chain, ("VCEK", "ASK", "ARK"), at=when, pinned_roots=self._pinned_roots)
+        # The report's key selection (KEY_INFO SIGNING_KEY: 0 the VCEK, 1 the VLEK) decides which kind of
+        # certificate, and so which chain and which checks, are expected; never the certificate presented.
+        signing_key = report.signing_key
+        names = CHAIN_NAMES[signing_key]
+        leaf_name = names[0]
+        chain = self._chain(endorsements, signing_key)
+        root_name = check_chain(chain, names, at=when, pinned_roots=self._pinned_roots)
         product = root_product(root_name)
         if product is None:  # the constructor checked every pinned name
             raise AttestationError(f"the pinned root {root_name!r} names no product line")
-        vcek = chain[0]
+        leaf = chain[0]
         turin = product == "Turin"
         if report.turin_tcb_layout != turin:
             stated = "Turin's" if report.turin_tcb_layout else "Milan's/Genoa's"
-            raise AttestationError(f"the SNP report's TCB fields are in {stated} layout, but its VCEK chains to "
-                                   f"{root_name}")
+            raise AttestationError(f"the SNP report's TCB fields are in {stated} layout, but its {leaf_name} chains "
+                                   f"to {root_name}")
         try:
-            key = vcek.public_key()
+            key = leaf.public_key()
         except (ValueError, UnsupportedAlgorithm) as exc:
-            raise AttestationError(f"the VCEK's public key does not parse: {exc}") from None
+            raise AttestationError(f"the {leaf_name}'s public key does not parse: {exc}") from None
         if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
-            raise AttestationError(f"the VCEK's key is not an EC P-384 key ({type(key).__name__})")
-        extensions = read_vek_extensions(vcek, turin=turin)
+            raise AttestationError(f"the {leaf_name}'s key is not an EC P-384 key ({type(key).__name__})")
+        self._check_intermediate(chain[1], signing_key, product)
+        extensions = read_vek_extensions(leaf, turin=turin, what=leaf_name)
+        self._check_kind(extensions.signing_key, signing_key)
         if extensions.product_line != product:
-            raise AttestationError(f"the VCEK is for product {extensions.product_name!r} but chains to {root_name}")
-        self._check_chip(report.chip_id, report.chip_id_masked, extensions.hwid, turin=turin)
+            raise AttestationError(f"the {leaf_name} is for product {extensions.product_name!r} but chains to "
+                                   f"{root_name}")
+        if signing_key == "vcek":
+            self._check_chip(report.chip_id, report.chip_id_masked, extensions.hwid, turin=turin)
+        # No chip id check for a VLEK: AMD issues one VLEK per cloud provider, product line and TCB, and the
+        # provider loads that same key into each of its chips, so the VLEK certificate names no chip (it carries
+        # a CSP id, not a hwID) and the report's CHIP_ID, masked or not, has nothing to be held to.
         if extensions.tcb != report.reported_tcb:
             raise AttestationError(
-                f"the VCEK certifies TCB {extensions.tcb.describe()}, the report's REPORTED_TCB is "
-                f"{report.reported_tcb.describe()} (the VCEK is for another TCB of this chip)"
+                f"the {leaf_name} certifies TCB {extensions.tcb.describe()}, the report's REPORTED_TCB is "
+                f"{report.reported_tcb.describe()} (the {leaf_name} is for another TCB"
+                f"{' of this chip' if signing_key == 'vcek' else ''})"
             )
         signature = encode_dss_signature(report.signature_r, report.signature_s)
         try:
             key.verify(signature, report.signed_bytes, ec.ECDSA(hashes.SHA384()))
         except (InvalidSignature, ValueError):
-            raise AttestationError("the SNP report's signature does not verify with the VCEK's key (the report was "
-                                   "altered, or another chip signed it)") from None
+            other = "another chip" if signing_key == "vcek" else "another key"
+            raise AttestationError(f"the SNP report's signature does not verify with the {leaf_name}'s key (the "
+                                   f"report was altered, or {other} signed it)") from None
         return SnpLaunchIdentity(
             product=product,
             version=report.version,
@@ -259,39 +293,87 @@ class SnpQuoteVerifier(QuoteVerifier):
             id_key_digest=report.id_key_digest,
             author_key_digest=report.author_key_digest,
             platform_info=report.platform_info,
-            signing_key=report.signing_key,
+            signing_key=signing_key,
+            csp_id=extensions.csp_id if signing_key == "vlek" else None,
         )
 
-    def _chain(self, endorsements: Endorsements) -> tuple[x509.Certificate, x509.Certificate, x509.Certificate]:
-        """The VCEK, ASK and ARK: from the endorsements, completed from the bundled chains if allowed."""
+    def _chain(self, endorsements: Endorsements,
+               signing_key: str) -> tuple[x509.Certificate, x509.Certificate, x509.Certificate]:
+        """The leaf, intermediate and ARK (VCEK, ASK, ARK or VLEK, ASVK, ARK, as `signing_key` says): from the
+        endorsements, completed from the bundled chains of that kind if allowed."""
+        leaf_name, intermediate_name, _ = CHAIN_NAMES[signing_key]
         certificates = endorsements.certificates
         if not certificates:
-            raise AttestationError("the endorsements carry no VCEK certificate")
+            raise AttestationError(f"the endorsements carry no {leaf_name} certificate")
         if len(certificates) > MAX_ENDORSEMENT_CERTIFICATES:
             raise AttestationError(f"the endorsements carry {len(certificates)} certificates, at most "
-                                   f"{MAX_ENDORSEMENT_CERTIFICATES} (VCEK, ASK, ARK)")
+                                   f"{MAX_ENDORSEMENT_CERTIFICATES} ({', '.join(CHAIN_NAMES[signing_key])})")
         for index, der in enumerate(certificates):
             if not isinstance(der, bytes):
                 raise InvalidArgumentError(f"endorsement certificate {index} must be DER bytes, "
                                            f"got {type(der).__name__}")
-        vcek = _load(certificates[0], "VCEK")
+        leaf = _load(certificates[0], leaf_name)
+        # Refuse a certificate of the other kind at once, with a message that says so (the checks after the chain
+        # would refuse it too, less plainly): these extensions are not trusted yet, but refusing on them is safe.
+        self._check_kind(certificate_signing_key(leaf, leaf_name), signing_key, leaf_only=True)
         if len(certificates) == MAX_ENDORSEMENT_CERTIFICATES:
-            return vcek, _load(certificates[1], "ASK"), _load(certificates[2], "ARK")
+            return leaf, _load(certificates[1], intermediate_name), _load(certificates[2], "ARK")
         if len(certificates) == 2:
-            ask = _load(certificates[1], "ASK")
-            ark = bundled_ark_for(ask) if self._bundled_chains else None
+            intermediate = _load(certificates[1], intermediate_name)
+            ark = bundled_ark_for(intermediate) if self._bundled_chains else None
             if ark is None:
-                raise AttestationError(f"the endorsements carry the VCEK and ASK but no ARK, and no bundled AMD ARK "
-                                       f"issued the ASK (issuer {ask.issuer.rfc4514_string()})")
-            return vcek, ask, ark
-        chain = bundled_chain_for(vcek) if self._bundled_chains else None
+                raise AttestationError(
+                    f"the endorsements carry the {leaf_name} and {intermediate_name} but no ARK, and no bundled AMD "
+                    f"ARK issued the {intermediate_name} (issuer {intermediate.issuer.rfc4514_string()})")
+            return leaf, intermediate, ark
+        chain = bundled_chain_for(leaf, signing_key) if self._bundled_chains else None
         if chain is None:
             raise AttestationError(
-                f"the endorsements carry only the VCEK, and no bundled AMD chain issued it (issuer "
-                f"{vcek.issuer.rfc4514_string()}{'' if self._bundled_chains else '; bundled chains are off'}); "
-                "send the ASK and ARK with it"
+                f"the endorsements carry only the {leaf_name}, and no bundled AMD chain issued it (issuer "
+                f"{leaf.issuer.rfc4514_string()}, looked for among the bundled {intermediate_name}s"
+                f"{'' if self._bundled_chains else '; bundled chains are off'}); send the {intermediate_name} and "
+                "ARK with it"
             )
-        return vcek, chain.ask, chain.ark
+        return leaf, chain.ask, chain.ark
+
+    @staticmethod
+    def _check_kind(found: str | None, expected: str, *, leaf_only: bool = False) -> None:
+        """The leaf certificate is of the kind the report's key selection names. A VCEK and a VLEK are told apart
+        by their AMD extensions (AMD's KDS specification and VLEK certificate definition): a VCEK carries the
+        chip's hwID (1.3.6.1.4.1.3704.1.4) and no CSP id, a VLEK the provider's CSP id (1.3.6.1.4.1.3704.1.5) and
+        no hwID. (Their issuers differ too, by subject: `_check_intermediate`.) `found` None (neither, or both) is
+        left to the checks that say what is missing (`leaf_only`) or refused here."""
+        if found == expected:
+            return
+        stated = "VCEK (signing key 0)" if expected == "vcek" else "VLEK (signing key 1)"
+        if found is not None:
+            what = ("a VLEK (it has a CSP id, 1.3.6.1.4.1.3704.1.5, and no hwID)" if found == "vlek"
+                    else "a VCEK (it has a hwID, 1.3.6.1.4.1.3704.1.4, and no CSP id)")
+            raise AttestationError(f"the SNP report's KEY_INFO selects the {stated}, but the endorsements' leaf "
+                                   f"certificate is {what}")
+        if leaf_only:
+            return
+        if expected == "vcek":
+            raise AttestationError("the VCEK has no hwID extension (1.3.6.1.4.1.3704.1.4), so it names no chip")
+        raise AttestationError("the VLEK has no CSP id extension (1.3.6.1.4.1.3704.1.5), so it names no cloud "
+                               "provider")
+
+    @staticmethod
+    def _check_intermediate(intermediate: x509.Certificate, signing_key: str, product: str) -> None:
+        """The intermediate is the one that issues this kind of leaf: AMD names its ASK "SEV-<product>" and its
+        ASVK "SEV-VLEK-<product>", and the pinned ARK signed that name, so a VLEK issued by an ASK (or a VCEK by
+        an ASVK) is refused."""
+        name = CHAIN_NAMES[signing_key][1]
+        expected = intermediate_common_name(signing_key, product)
+        try:
+            common_names = [attribute.value for attribute in
+                            intermediate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        except ValueError as exc:
+            raise AttestationError(f"the {name} certificate's subject does not parse: {exc}") from None
+        if common_names != [expected]:
+            raise AttestationError(f"the {name} certificate's common name is {common_names!r}, expected "
+                                   f"{[expected]!r} (the {name} of {product} that issues "
+                                   f"{CHAIN_NAMES[signing_key][0]}s)")
 
     @staticmethod
     def _check_chip(chip_id: bytes, masked: bool, hwid: bytes | None, *, turin: bool) -> None:

@@ -131,7 +131,7 @@ def enroll(*, manufacturer_ca: str | os.PathLike[str], tcti: str = DEFAULT_TCTI,
     when = at if at is not None else datetime.datetime.now(datetime.UTC)
     tss = load_tss()
     with open_tpm(tcti) as esapi:
-        ak = open_ak(esapi, ak_handle, ak_algorithm, create=create_ak)
+        ak = open_ak(esapi, ak_handle, ak_algorithm, create=create_ak, parent=kind)
         try:
             tpm_ek = create_ek(esapi, kind)
             try:

@@ -20,6 +20,9 @@ from asylo.identity.tpm.structures import MAX_PCRS, hash_algorithm_named
 from asylo.identity.tpm.verifier import TPM_KIND, TpmLaunchIdentity
 from asylo.status import InvalidArgumentError
 
+#: PCRs that TPM 2.0's PC Client profile lets software reset at locality 0 (debug and application PCRs).
+RESETTABLE_PCRS = frozenset({16, 23})
+
 
 class PcrsAre(LaunchExpectation):
     """A TPM quote whose bank `hash_alg` (default "sha256") has these PCR values; PCRs not named may have any value,
@@ -63,6 +66,11 @@ class PcrsAre(LaunchExpectation):
             except ValueError:
                 raise InvalidArgumentError(f"expected PCR {index} is not hex: {text!r}") from None
         return cls(values, hash_alg=hash_alg)
+
+    def constrains_launch(self, kind: str) -> bool:
+        # PCR 16 (debug) and PCR 23 (application) can be reset and extended by any TPM user at locality 0: an
+        # expectation on them alone pins nothing of what the machine booted.
+        return kind != self.kind or bool(set(self.pcrs) - RESETTABLE_PCRS)
 
     def launch_mismatch(self, launch: LaunchIdentity) -> str | None:
         if not isinstance(launch, TpmLaunchIdentity):
