@@ -37,8 +37,8 @@ from typing import ClassVar
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from google.protobuf.message import DecodeError
 
+from asylo.identity.evidence import decode_canonical
 from asylo.identity.fingerprints import parse_fingerprint, platform_fingerprint
 from asylo.identity.launch import Endorsements, LaunchIdentity, QuoteVerifier, hex_fields
 from asylo.identity.platforms import REPORT_DATA_SIZE
@@ -121,19 +121,7 @@ def encode_tpm_quote(quote: identity_pb2.TpmQuote) -> bytes:
 def decode_tpm_quote(data: bytes) -> identity_pb2.TpmQuote:
     """Parse a serialized TpmQuote strictly: bounded, and exactly the deterministic encoding of what it parses to
     (as `asylo.identity.evidence.decode_evidence` does for the container around it)."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise InvalidArgumentError(f"TPM evidence is bytes, got {type(data).__name__}")
-    raw = bytes(data)
-    if len(raw) > MAX_TPM_QUOTE_SIZE:
-        raise AttestationError(f"the TPM quote is {len(raw)} bytes, over the limit of {MAX_TPM_QUOTE_SIZE}")
-    quote = identity_pb2.TpmQuote()
-    try:
-        quote.ParseFromString(raw)
-    except DecodeError as exc:
-        raise AttestationError(f"the TPM evidence is not a valid TpmQuote message: {exc}") from None
-    quote.DiscardUnknownFields()
-    if encode_tpm_quote(quote) != raw:
-        raise AttestationError("the TPM quote is not canonically encoded (unknown fields or a non-canonical encoding)")
+    quote = decode_canonical(identity_pb2.TpmQuote, data, MAX_TPM_QUOTE_SIZE, "the TPM quote")
     for field in _PROTO_FIELDS:
         value = getattr(quote, field)
         if not value:
