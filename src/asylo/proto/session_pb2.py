@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from asylo.proto import enclave_pb2 as asylo_dot_proto_dot_enclave__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61sylo/proto/session.proto\x12\rasylo.session\x1a\x19\x61sylo/proto/enclave.proto\"\xc3\x02\n\x05\x46rame\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.asylo.session.HelloH\x00\x12)\n\x07welcome\x18\x02 \x01(\x0b\x32\x16.asylo.session.WelcomeH\x00\x12(\n\x04\x63\x61ll\x18\x03 \x01(\x0b\x32\x18.asylo.session.CallFrameH\x00\x12,\n\x06result\x18\x04 \x01(\x0b\x32\x1a.asylo.session.ResultFrameH\x00\x12+\n\x08\x66ragment\x18\x05 \x01(\x0b\x32\x17.asylo.session.FragmentH\x00\x12\x30\n\x0bthread_gone\x18\x06 \x01(\x0b\x32\x19.asylo.session.ThreadGoneH\x00\x12)\n\x07goodbye\x18\x07 \x01(\x0b\x32\x16.asylo.session.GoodbyeH\x00\x42\x06\n\x04kind\"\xb9\x01\n\x05Hello\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\x0c\x12-\n\x0bload_config\x18\x03 \x01(\x0b\x32\x18.asylo.EnclaveLoadConfig\x12\x16\n\x0emax_frame_size\x18\x04 \x01(\x04\x12\x18\n\x10max_message_size\x18\x05 \x01(\x04\x12\x1c\n\x14max_reassembly_bytes\x18\x06 \x01(\x04\x12\x11\n\thandshake\x18\x0f \x01(\x0c\"\xb8\x01\n\x07Welcome\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x13\n\x0bmeasurement\x18\x02 \x01(\x0c\x12\x0e\n\x06signer\x18\x03 \x01(\x0c\x12\x14\n\x0c\x65nclave_name\x18\x04 \x01(\t\x12\x16\n\x0emax_frame_size\x18\x05 \x01(\x04\x12\x18\n\x10max_message_size\x18\x06 \x01(\x04\x12\x1c\n\x14max_reassembly_bytes\x18\x07 \x01(\x04\x12\x11\n\thandshake\x18\x0f \x01(\x0c\"2\n\x0eHandshakeHello\x12\x11\n\tkey_share\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\"7\n\x10HandshakeWelcome\x12\x11\n\tkey_share\x18\x01 \x01(\x0c\x12\x10\n\x08\x65vidence\x18\x02 \x01(\x0c\"|\n\tCallFrame\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0e\n\x06thread\x18\x02 \x01(\x04\x12\x10\n\x08selector\x18\x03 \x01(\x04\x12\x0f\n\x07\x65xtents\x18\x04 \x03(\x0c\x12\x15\n\rbody_transfer\x18\x05 \x01(\x04\x12\x14\n\x0c\x65xtent_sizes\x18\x06 \x03(\x04\"\x8b\x01\n\x0bResultFrame\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0e\n\x06thread\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07\x65xtents\x18\x05 \x03(\x0c\x12\x15\n\rbody_transfer\x18\x06 \x01(\x04\x12\x14\n\x0c\x65xtent_sizes\x18\x07 \x03(\x04\"A\n\x08\x46ragment\x12\x13\n\x0btransfer_id\x18\x01 \x01(\x04\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1c\n\nThreadGone\x12\x0e\n\x06thread\x18\x01 \x01(\x04\"(\n\x07Goodbye\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61sylo/proto/session.proto\x12\rasylo.session\x1a\x19\x61sylo/proto/enclave.proto\"\x8d\x03\n\x05\x46rame\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.asylo.session.HelloH\x00\x12)\n\x07welcome\x18\x02 \x01(\x0b\x32\x16.asylo.session.WelcomeH\x00\x12(\n\x04\x63\x61ll\x18\x03 \x01(\x0b\x32\x18.asylo.session.CallFrameH\x00\x12,\n\x06result\x18\x04 \x01(\x0b\x32\x1a.asylo.session.ResultFrameH\x00\x12+\n\x08\x66ragment\x18\x05 \x01(\x0b\x32\x17.asylo.session.FragmentH\x00\x12\x30\n\x0bthread_gone\x18\x06 \x01(\x0b\x32\x19.asylo.session.ThreadGoneH\x00\x12)\n\x07goodbye\x18\x07 \x01(\x0b\x32\x16.asylo.session.GoodbyeH\x00\x12#\n\x04ping\x18\x08 \x01(\x0b\x32\x13.asylo.session.PingH\x00\x12#\n\x04pong\x18\t \x01(\x0b\x32\x13.asylo.session.PongH\x00\x42\x06\n\x04kind\"\xb9\x01\n\x05Hello\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\r\n\x05token\x18\x02 \x01(\x0c\x12-\n\x0bload_config\x18\x03 \x01(\x0b\x32\x18.asylo.EnclaveLoadConfig\x12\x16\n\x0emax_frame_size\x18\x04 \x01(\x04\x12\x18\n\x10max_message_size\x18\x05 \x01(\x04\x12\x1c\n\x14max_reassembly_bytes\x18\x06 \x01(\x04\x12\x11\n\thandshake\x18\x0f \x01(\x0c\"\xb8\x01\n\x07Welcome\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x13\n\x0bmeasurement\x18\x02 \x01(\x0c\x12\x0e\n\x06signer\x18\x03 \x01(\x0c\x12\x14\n\x0c\x65nclave_name\x18\x04 \x01(\t\x12\x16\n\x0emax_frame_size\x18\x05 \x01(\x04\x12\x18\n\x10max_message_size\x18\x06 \x01(\x04\x12\x1c\n\x14max_reassembly_bytes\x18\x07 \x01(\x04\x12\x11\n\thandshake\x18\x0f \x01(\x0c\"2\n\x0eHandshakeHello\x12\x11\n\tkey_share\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\"7\n\x10HandshakeWelcome\x12\x11\n\tkey_share\x18\x01 \x01(\x0c\x12\x10\n\x08\x65vidence\x18\x02 \x01(\x0c\"|\n\tCallFrame\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0e\n\x06thread\x18\x02 \x01(\x04\x12\x10\n\x08selector\x18\x03 \x01(\x04\x12\x0f\n\x07\x65xtents\x18\x04 \x03(\x0c\x12\x15\n\rbody_transfer\x18\x05 \x01(\x04\x12\x14\n\x0c\x65xtent_sizes\x18\x06 \x03(\x04\"\x8b\x01\n\x0bResultFrame\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0e\n\x06thread\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07\x65xtents\x18\x05 \x03(\x0c\x12\x15\n\rbody_transfer\x18\x06 \x01(\x04\x12\x14\n\x0c\x65xtent_sizes\x18\x07 \x03(\x04\"A\n\x08\x46ragment\x12\x13\n\x0btransfer_id\x18\x01 \x01(\x04\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1c\n\nThreadGone\x12\x0e\n\x06thread\x18\x01 \x01(\x04\"(\n\x07Goodbye\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"$\n\x04Ping\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08received\x18\x02 \x01(\x04\"$\n\x04Pong\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08received\x18\x02 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,23 +33,27 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'asylo.proto.session_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FRAME']._serialized_start=72
-  _globals['_FRAME']._serialized_end=395
-  _globals['_HELLO']._serialized_start=398
-  _globals['_HELLO']._serialized_end=583
-  _globals['_WELCOME']._serialized_start=586
-  _globals['_WELCOME']._serialized_end=770
-  _globals['_HANDSHAKEHELLO']._serialized_start=772
-  _globals['_HANDSHAKEHELLO']._serialized_end=822
-  _globals['_HANDSHAKEWELCOME']._serialized_start=824
-  _globals['_HANDSHAKEWELCOME']._serialized_end=879
-  _globals['_CALLFRAME']._serialized_start=881
-  _globals['_CALLFRAME']._serialized_end=1005
-  _globals['_RESULTFRAME']._serialized_start=1008
-  _globals['_RESULTFRAME']._serialized_end=1147
-  _globals['_FRAGMENT']._serialized_start=1149
-  _globals['_FRAGMENT']._serialized_end=1214
-  _globals['_THREADGONE']._serialized_start=1216
-  _globals['_THREADGONE']._serialized_end=1244
-  _globals['_GOODBYE']._serialized_start=1246
-  _globals['_GOODBYE']._serialized_end=1286
+  _globals['_FRAME']._serialized_end=469
+  _globals['_HELLO']._serialized_start=472
+  _globals['_HELLO']._serialized_end=657
+  _globals['_WELCOME']._serialized_start=660
+  _globals['_WELCOME']._serialized_end=844
+  _globals['_HANDSHAKEHELLO']._serialized_start=846
+  _globals['_HANDSHAKEHELLO']._serialized_end=896
+  _globals['_HANDSHAKEWELCOME']._serialized_start=898
+  _globals['_HANDSHAKEWELCOME']._serialized_end=953
+  _globals['_CALLFRAME']._serialized_start=955
+  _globals['_CALLFRAME']._serialized_end=1079
+  _globals['_RESULTFRAME']._serialized_start=1082
+  _globals['_RESULTFRAME']._serialized_end=1221
+  _globals['_FRAGMENT']._serialized_start=1223
+  _globals['_FRAGMENT']._serialized_end=1288
+  _globals['_THREADGONE']._serialized_start=1290
+  _globals['_THREADGONE']._serialized_end=1318
+  _globals['_GOODBYE']._serialized_start=1320
+  _globals['_GOODBYE']._serialized_end=1360
+  _globals['_PING']._serialized_start=1362
+  _globals['_PING']._serialized_end=1398
+  _globals['_PONG']._serialized_start=1400
+  _globals['_PONG']._serialized_end=1436
 # @@protoc_insertion_point(module_scope)

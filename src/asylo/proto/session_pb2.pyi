@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Frame(_message.Message):
-    __slots__ = ("hello", "welcome", "call", "result", "fragment", "thread_gone", "goodbye")
+    __slots__ = ("hello", "welcome", "call", "result", "fragment", "thread_gone", "goodbye", "ping", "pong")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,8 @@ class Frame(_message.Message):
     FRAGMENT_FIELD_NUMBER: _ClassVar[int]
     THREAD_GONE_FIELD_NUMBER: _ClassVar[int]
     GOODBYE_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    PONG_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     welcome: Welcome
     call: CallFrame
@@ -23,7 +25,9 @@ class Frame(_message.Message):
     fragment: Fragment
     thread_gone: ThreadGone
     goodbye: Goodbye
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., call: _Optional[_Union[CallFrame, _Mapping]] = ..., result: _Optional[_Union[ResultFrame, _Mapping]] = ..., fragment: _Optional[_Union[Fragment, _Mapping]] = ..., thread_gone: _Optional[_Union[ThreadGone, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
+    ping: Ping
+    pong: Pong
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., call: _Optional[_Union[CallFrame, _Mapping]] = ..., result: _Optional[_Union[ResultFrame, _Mapping]] = ..., fragment: _Optional[_Union[Fragment, _Mapping]] = ..., thread_gone: _Optional[_Union[ThreadGone, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("version", "token", "load_config", "max_frame_size", "max_message_size", "max_reassembly_bytes", "handshake")
@@ -136,3 +140,19 @@ class Goodbye(_message.Message):
     code: int
     message: str
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Ping(_message.Message):
+    __slots__ = ("id", "received")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    received: int
+    def __init__(self, id: _Optional[int] = ..., received: _Optional[int] = ...) -> None: ...
+
+class Pong(_message.Message):
+    __slots__ = ("id", "received")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    received: int
+    def __init__(self, id: _Optional[int] = ..., received: _Optional[int] = ...) -> None: ...

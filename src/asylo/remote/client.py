@@ -5,8 +5,9 @@ token and the load config, and checks the welcome against the image it asked for
 and exit calls come back on the same stream, matched to host threads exactly as with the sim backend. The stream's
 I/O runs on an asyncio loop in a thread of its own; callers block on their own threads.
 
-When the stream breaks — the proxy died, the network went, keepalive pings went unanswered — every waiting and every
-later call fails with EnclaveUnavailable; nothing hangs and nothing aborts the host process.
+When the stream breaks — the proxy died, the network went, keepalive pings went unanswered — or the session's own
+pings find the proxy frozen or frames lost, every waiting and every later call fails with EnclaveUnavailable
+(within 5 s: see `SessionLimits.ping_deadline`); nothing hangs and nothing aborts the host process.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from asylo.primitives.matching import Call, Handler, HostThreads, Result
 from asylo.proto import enclave_pb2
 from asylo.remote import batching
 from asylo.remote.credentials import ClientCredentials
-from asylo.remote.link import Outbox, SessionLink, write_fairly
+from asylo.remote.link import Outbox, SessionLink, keep_alive, write_fairly
 from asylo.remote.provision import ProvisionedProxy
 from asylo.remote.service import CONNECT_METHOD, channel_options, error_from_rpc
 from asylo.session import Role, Session, SessionEnded, SessionLimits, WelcomeReceived
@@ -46,6 +47,9 @@ _log = logging.getLogger(__name__)
 
 #: After saying goodbye, how long to wait for the proxy to end the stream before cutting it.
 _CLOSE_GRACE = 5.0
+#: After the session's pings found the proxy unresponsive: how long the goodbye has to go out before the stream is
+#: cut (which the proxy, if it is alive at all, sees as the end of the session).
+_UNRESPONSIVE_GRACE = 1.0
 
 
 class RemoteEnclaveProxyClient:
@@ -136,7 +140,14 @@ class RemoteEnclaveProxyClient:
             raise PermissionDeniedError(f"{context}: the proxy hosts an enclave with measurement "
                                         f"{self._measurement.hex()}, not the requested {expected_measurement.hex()}")
         self._tasks = [asyncio.create_task(self._read_loop(), name="asylo-remote-read"),
-                       asyncio.create_task(self._write_loop(), name="asylo-remote-write")]
+                       asyncio.create_task(self._write_loop(), name="asylo-remote-write"),
+                       asyncio.create_task(keep_alive(self._link, self._unresponsive), name="asylo-remote-ping")]
+
+    def _unresponsive(self, ended: SessionEnded) -> None:
+        """The proxy left a ping unanswered: every caller is told now; the stream is cut after the goodbye."""
+        self._host.close(f"enclave {self._name!r} is unavailable: {ended.status}")
+        if self._call is not None:
+            asyncio.get_running_loop().call_later(_UNRESPONSIVE_GRACE, self._call.cancel)
 
     async def _read_loop(self) -> None:
         assert self._call is not None

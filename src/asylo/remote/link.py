@@ -2,7 +2,8 @@
 
 Threads on either side send Calls, Results and ThreadGone messages from wherever they run; the link encodes each with
 the session (under one lock, so frames leave in the order the session accepted them) and hands the frames to an
-`Outbox`, which the stream's writer task drains on the event loop.
+`Outbox`, which the stream's writer task drains on the event loop. `keep_alive`, a task on the same loop, ticks the
+session's liveness clock: its pings go out through the outbox, and a peer that stops answering them ends the session.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import contextlib
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from asylo.primitives.matching import Call, Message, Result, ThreadGone
 from asylo.remote import batching
-from asylo.session import Session
+from asylo.session import PeerUnresponsive, Session, SessionEnded
 from asylo.session.body import FRAGMENT_OVERHEAD
 from asylo.session.connection import Event
 from asylo.status import (
@@ -32,6 +34,10 @@ from asylo.status import (
 )
 
 _log = logging.getLogger(__name__)
+
+#: How often `keep_alive` looks at the session's liveness clock (a quarter of the ping interval, if that is less):
+#: what a ping or a missed deadline may be late by.
+_TICK_PERIOD = 0.25
 
 @dataclass(frozen=True)
 class _Item:
@@ -251,6 +257,10 @@ class SessionLink:
             events: list[Event] = []
             for frame in frames:
                 events += self.session.receive(frame)
+            pongs = self.session.data_to_send()
+            if pongs:  # answered at once: the peer's deadline runs from its ping
+                with contextlib.suppress(EnclaveUnavailable):
+                    self._outbox.put(pongs)
             if self._gone_when_idle:  # hardly ever: an interrupted host thread whose calls were still running
                 self._report_idle_threads()
             return events
@@ -262,6 +272,18 @@ class SessionLink:
             if self.session.is_open:
                 with contextlib.suppress(EnclaveUnavailable):
                     self._outbox.put([self.session.send_thread_gone(thread)])
+
+    def tick(self, now: float) -> SessionEnded | None:
+        """Send the pings due at `now`; the SessionEnded if the peer left our last one unanswered too long."""
+        with self._locked():
+            try:
+                frames = self.session.tick(now)
+            except PeerUnresponsive as exc:
+                return exc.ended
+            if frames:
+                with contextlib.suppress(EnclaveUnavailable):
+                    self._outbox.put(frames)
+            return None
 
     def goodbye(self, status: Status) -> None:
         """Say goodbye (if the session is still open) and end the stream; safe to call more than once."""
@@ -275,3 +297,23 @@ class SessionLink:
                 self._outbox.close(frames)
             except EnclaveUnavailable:
                 _log.debug("could not send the final frames: the connection is closed")
+
+
+async def keep_alive(link: SessionLink, on_ended: Callable[[SessionEnded], None],
+                     clock: Callable[[], float] = time.monotonic) -> None:
+    """Tick the session's liveness clock until the peer leaves a ping unanswered too long: then say why (the goodbye
+    goes out if the stream still takes it) and call `on_ended`, which ends the transport's side of the session.
+
+    Runs on the stream's event loop, beside its reader and writer, so that what it measures is what the transport
+    actually delivered: a stalled stream (a frozen peer, a lost frame, a corrupted length prefix that leaves gRPC
+    waiting for bytes that never come) stops the pongs as surely as a dead one."""
+    period = min(_TICK_PERIOD, link.session.limits.ping_interval / 4)
+    while True:
+        await asyncio.sleep(period)
+        ended = link.tick(clock())
+        if ended is not None:
+            _log.warning("ending the session: %s", ended.status.message)
+            if ended.goodbye is not None:
+                link.send_raw([ended.goodbye])
+            on_ended(ended)
+            return

@@ -4,7 +4,8 @@ It serves one gRPC method, a bidirectional stream. The first stream that says he
 gets the enclave: the proxy checks the requested image against the one it hosts, loads it, welcomes the host, and
 from then on runs entry calls on enclave worker threads and sends their exit calls back up the stream. A stream with
 a wrong token is refused (PERMISSION_DENIED) and the proxy keeps waiting for the right one; a second session is
-refused. When the session ends — goodbye, a broken stream, unanswered keepalives, the host process gone — the proxy
+refused. When the session ends — goodbye, a broken stream, unanswered keepalives or session pings, frames lost on the
+way, the host process gone — the proxy
 finalizes the enclave if the host did not, unloads it, and reports that it is done (`wait_done`).
 
 A proxy can also start without its enclave (`standby`): it listens, refusing every stream, until `assign` gives it
@@ -38,7 +39,7 @@ from asylo.image import VerifiedImage
 from asylo.primitives.matching import DEFAULT_MAX_THREADS, Call, Message, Result, Send, ThreadGone
 from asylo.remote import batching
 from asylo.remote.credentials import ServerCredentials
-from asylo.remote.link import Outbox, SessionLink, write_fairly
+from asylo.remote.link import Outbox, SessionLink, keep_alive, write_fairly
 from asylo.remote.provision_api import CERTIFICATE_SHA256_SIZE, certificate_sha256, peer_certificate
 from asylo.remote.service import CONNECT, SERVICE, grpc_status_code, server_options
 from asylo.session import HelloReceived, Role, Session, SessionEnded, SessionLimits
@@ -292,14 +293,18 @@ class RemoteEnclaveProxyServer:
         activity.touch()  # idle time counts from the welcome, not from the hello
         idle_watch = (asyncio.create_task(self._watch_idle(activity, self._idle_timeout))
                       if self._idle_timeout is not None else None)
+        pinger = asyncio.create_task(keep_alive(link, lambda ended: self.give_up(ended.status)))
         reason = Status(StatusCode.UNAVAILABLE, "the host ended the stream")
         try:
             while True:
                 data = await context.read()
                 if data is grpc.aio.EOF:
                     break
-                activity.touch()
-                ended = self._dispatch(link.receive(data), hosted, activity)
+                traffic = session.traffic_received
+                events = link.receive(data)
+                if session.traffic_received != traffic:  # pings and pongs alone are no activity
+                    activity.touch()
+                ended = self._dispatch(events, hosted, activity)
                 if ended is not None:
                     if ended.goodbye is not None:
                         link.send_raw([ended.goodbye])
@@ -308,6 +313,7 @@ class RemoteEnclaveProxyServer:
         except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
             reason = Status(StatusCode.UNAVAILABLE, f"the host went away: {type(exc).__name__}")
         finally:
+            pinger.cancel()
             if idle_watch is not None:
                 idle_watch.cancel()
             self.end_status = self.end_status or reason

@@ -9,6 +9,7 @@ call ids, thread matching, fragment reassembly, the limits — and any violation
 from asylo.session.connection import (
     PROTOCOL_VERSION,
     HelloReceived,
+    PeerUnresponsive,
     Role,
     Session,
     SessionEnded,
@@ -20,6 +21,7 @@ from asylo.session.limits import SessionLimits
 __all__ = [
     "PROTOCOL_VERSION",
     "HelloReceived",
+    "PeerUnresponsive",
     "Role",
     "Session",
     "SessionEnded",

@@ -11,7 +11,8 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class SessionLimits:
-    """Every size and count a peer can make us hold is bounded here. Both sides use the same defaults."""
+    """Every size and count a peer can make us hold is bounded here, and how long it may keep us waiting for a sign
+    of life. Both sides use the same defaults."""
 
     #: Largest single frame on the stream. Larger messages travel as fragments of this size, so that one big call
     #: does not hold the stream (and every other thread's calls) for long, and gRPC's own message limit is never hit.
@@ -29,6 +30,17 @@ class SessionLimits:
     max_threads: int = 4096
     #: Extents in one call or result.
     max_extents: int = 65536
+    #: Seconds between our pings once the session is open (`Session.tick`). A ping is what makes a peer that stopped
+    #: answering, or a record lost at the end of the stream, show: without one, nothing more would arrive to fail
+    #: its authentication, and the transport's own keepalive is answered by the peer's network stack (gRPC's, in
+    #: a frozen or wedged stream) rather than by its session. One small frame a second costs nothing measurable.
+    ping_interval: float = 1.0
+    #: Seconds a ping may go unanswered before the session ends (UNAVAILABLE). The peer answers on its I/O loop as
+    #: soon as it reads the ping; what can hold the answer up is the stream ahead of it (bodies travel one frame per
+    #: turn) and a loaded machine: tens of milliseconds. With the interval and the transport's tick (a quarter of
+    #: the interval at most), a frozen or dead peer fails every waiting call within interval + deadline + tick
+    #: = 4.25 s by default, inside the 5 s promised.
+    ping_deadline: float = 3.0
 
     def __post_init__(self) -> None:
         if self.max_frame_size < 4096:
@@ -40,6 +52,9 @@ class SessionLimits:
         for name in ("max_calls_in_flight", "max_call_depth", "max_threads", "max_extents"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        for name in ("ping_interval", "ping_deadline"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
 
     @property
     def grpc_message_limit(self) -> int:
