@@ -116,6 +116,15 @@ def primitives_image_file(tmp_path_factory: pytest.TempPathFactory, signing_key:
     return path
 
 
+@pytest.fixture(params=["direct", "grpc"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The session transport of this test's proxies: ASYLO_TRANSPORT, which local provisioning, `asylo proxy` and
+    the provision server default to. A module whose tests exercise the remote session runs them over both with
+    `pytestmark = pytest.mark.usefixtures("transport")`."""
+    monkeypatch.setenv("ASYLO_TRANSPORT", request.param)
+    return str(request.param)
+
+
 @pytest.fixture
 def backend() -> str:
     """Which backend `load_primitives` uses; test modules that run on both parametrize this."""

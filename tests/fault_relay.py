@@ -12,6 +12,10 @@ matches (one that lies whole in one DATA frame) is
   that never come, while HTTP/2 (and its keepalive pings) goes on as if nothing happened.
 
 The host-to-proxy direction is forwarded untouched.
+
+With `direct=True` it reads the direct stream instead (`asylo.remote.direct_stream`: records after a 4-byte
+big-endian length): "drop" cuts one record out whole, "flip" flips bit 16 of its length, so the host reads 64 KiB
+of what follows as that record's body.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ _PREFIX = 5  # gRPC message prefix: compressed flag, length (4)
 
 
 class FaultRelay:
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, *, direct: bool = False) -> None:
         self._target_port = target_port
+        self._direct = direct
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -62,7 +67,8 @@ class FaultRelay:
             upstream = socket.create_connection(("127.0.0.1", self._target_port))
             with self._lock:
                 self._sockets += [client, upstream]
-                for target, args in ((self._pump, (client, upstream)), (self._pump_frames, (upstream, client))):
+                frames = self._pump_records if self._direct else self._pump_frames
+                for target, args in ((self._pump, (client, upstream)), (frames, (upstream, client))):
                     pump = threading.Thread(target=target, args=args, name="fault-relay-pump", daemon=True)
                     self._threads.append(pump)
                     pump.start()
@@ -93,6 +99,36 @@ class FaultRelay:
                 sink.sendall(out)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+
+    def _pump_records(self, source: socket.socket, sink: socket.socket) -> None:
+        buffer = bytearray()
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                buffer += data
+                out = bytearray()
+                while len(buffer) >= 4:
+                    size = int.from_bytes(buffer[0:4], "big")
+                    if len(buffer) < 4 + size:
+                        break
+                    record = bytes(buffer[:4 + size])
+                    del buffer[:4 + size]
+                    out += self._record_fault(record, size)
+                sink.sendall(out)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def _record_fault(self, record: bytes, size: int) -> bytes:
+        with self._lock:
+            matches, mode = self._matches, self._mode
+            if matches is None or not matches(size):
+                return record
+            self._matches = None
+            self.acted_on = size
+            self.acted_at = time.monotonic()
+            self.acted.set()
+        if mode == "drop":
+            return b""
+        return (size ^ (1 << 16)).to_bytes(4, "big") + record[4:]
 
     def _process(self, frame: bytes, pending: dict[int, int]) -> bytes:
         kind, flags = frame[3], frame[4]

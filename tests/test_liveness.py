@@ -16,9 +16,13 @@ import pytest
 
 import asylo
 from asylo.remote.client import RemoteEnclaveProxyClient
+from asylo.remote.direct_client import DirectEnclaveProxyClient
 from asylo.remote.provision import ProvisionedProxy
 from tests.fault_relay import FaultRelay
 from tests.test_remote import HOST_SCRIPT
+
+#: Every test here runs over both session transports (see conftest's `transport`).
+pytestmark = pytest.mark.usefixtures("transport")
 
 #: What the brief promises: a waiting call fails within this once its peer is dead, frozen or losing records.
 DETECTION_BOUND = 5.0
@@ -33,13 +37,13 @@ def result_sized(size: int) -> bool:
 class FaultyProvision(asylo.RemoteProvision):
     """Local provisioning with a FaultRelay between the host and the proxy."""
 
-    def __init__(self) -> None:
-        self._local = asylo.LocalProvision()
+    def __init__(self, transport: str) -> None:
+        self._local = asylo.LocalProvision(transport=transport)  # type: ignore[arg-type]
         self.relays: list[FaultRelay] = []
 
-    def provision(self, image_path: Path) -> ProvisionedProxy:
-        proxy = self._local.provision(image_path)
-        relay = FaultRelay(int(proxy.target.rsplit(":", 1)[1]))
+    def provision(self, image_path: Path, *, transport: str | None = None) -> ProvisionedProxy:
+        proxy = self._local.provision(image_path, transport=transport)  # type: ignore[arg-type]
+        relay = FaultRelay(int(proxy.target.rsplit(":", 1)[1]), direct=proxy.transport == "direct")
         self.relays.append(relay)
 
         def release() -> None:
@@ -47,12 +51,12 @@ class FaultyProvision(asylo.RemoteProvision):
             relay.close()
 
         return ProvisionedProxy(f"127.0.0.1:{relay.port}", proxy.token, proxy.credentials, release, proxy.pid,
-                                proxy.trusted_platforms)
+                                proxy.trusted_platforms, proxy.transport)
 
 
 def load_relayed(manager: asylo.EnclaveManager, image: Path, *, attestation: bool = True
                  ) -> tuple[asylo.EnclaveClient, FaultRelay]:
-    provision = FaultyProvision()
+    provision = FaultyProvision(os.environ.get("ASYLO_TRANSPORT", "direct"))
     config = asylo.RemoteLoadConfig(image, proxy=asylo.RemoteProxyClientConfig(provision, attestation=attestation))
     client = manager.load_enclave(asylo.EnclaveLoadConfig("liveness", remote=config))
     [relay] = provision.relays
@@ -61,7 +65,7 @@ def load_relayed(manager: asylo.EnclaveManager, image: Path, *, attestation: boo
 
 def proxy_pid(client: asylo.EnclaveClient) -> int:
     enclave = client.loaded_enclave
-    assert isinstance(enclave, RemoteEnclaveProxyClient) and enclave.proxy.pid is not None
+    assert isinstance(enclave, RemoteEnclaveProxyClient | DirectEnclaveProxyClient) and enclave.proxy.pid is not None
     return enclave.proxy.pid
 
 

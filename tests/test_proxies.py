@@ -28,6 +28,9 @@ from asylo.remote.provision import READY_PREFIX
 from asylo.remote.proxy_process import ASSIGNED_PREFIX
 from tests.conftest import child_processes, eventually, from_u64, u64
 
+#: Every test here runs over both session transports (see conftest's `transport`).
+pytestmark = pytest.mark.usefixtures("transport")
+
 Launchers = Callable[..., ProxyLauncher]
 
 

@@ -22,11 +22,16 @@ import asylo
 from asylo.remote import ProxyTls
 from asylo.remote.client import RemoteEnclaveProxyClient
 from asylo.remote.devca import create_dev_ca
+from asylo.remote.direct_client import DirectEnclaveProxyClient
+from asylo.remote.direct_link import DirectWriter
 from asylo.remote.link import Outbox
 from asylo.remote.provision import READY_PREFIX
 from asylo.session import SessionLimits
 from asylo.session.body import BodyFrames
 from tests.conftest import eventually, from_u64, raising_into, u64
+
+#: Every test here runs over both session transports (see conftest's `transport`).
+pytestmark = pytest.mark.usefixtures("transport")
 
 Load = Callable[..., asylo.EnclaveClient]
 MiB = 1 << 20
@@ -39,7 +44,7 @@ def backend() -> str:
 
 def proxy_pid(client: asylo.EnclaveClient) -> int:
     enclave = client.loaded_enclave
-    assert isinstance(enclave, RemoteEnclaveProxyClient)
+    assert isinstance(enclave, RemoteEnclaveProxyClient | DirectEnclaveProxyClient)
     assert enclave.proxy.pid is not None
     return enclave.proxy.pid
 
@@ -75,7 +80,7 @@ def test_a_large_call_the_host_cannot_build_fails_the_session_without_a_hang(
     # Bodies over 8 MiB are built fragment by fragment by the host's writer, on its I/O loop.
     monkeypatch.setattr(BodyFrames, "_fragment", out_of_memory)
     began = time.monotonic()
-    with pytest.raises(asylo.EnclaveUnavailable, match="writing to its proxy failed"):
+    with pytest.raises(asylo.EnclaveUnavailable, match=r"writing (to its proxy )?failed"):
         client.call("echo", b"x" * (9 * MiB))
     assert time.monotonic() - began < 10
     with pytest.raises(asylo.EnclaveUnavailable):
@@ -104,17 +109,18 @@ def test_a_result_the_proxy_cannot_build_fails_the_call_or_the_session_without_a
 @pytest.mark.parametrize("queued", [False, True], ids=["before-queueing", "after-queueing"])
 def test_an_interrupt_while_a_call_goes_out_leaves_the_thread_usable(load_primitives: Load,
                                                                      monkeypatch: pytest.MonkeyPatch,
-                                                                     queued: bool) -> None:
+                                                                     queued: bool, transport: str) -> None:
     client = load_primitives()
-    put = Outbox.put
+    sink: type[Outbox | DirectWriter] = DirectWriter if transport == "direct" else Outbox
+    put = sink.put
 
     def interrupted(outbox: Outbox, *args: object, **kwargs: object) -> None:
-        monkeypatch.setattr(Outbox, "put", put)  # once
+        monkeypatch.setattr(sink, "put", put)  # once
         if queued:
             put(outbox, *args, **kwargs)  # type: ignore[arg-type]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Outbox, "put", interrupted)
+    monkeypatch.setattr(sink, "put", interrupted)
     with pytest.raises(KeyboardInterrupt):
         client.call("sleep", u64(300))
     for i in range(3):  # the same host thread: it got a fresh slot, and a late answer to the old one is absorbed
@@ -147,13 +153,24 @@ def test_calls_from_inside_the_transport_are_refused_not_a_deadlock(load_primiti
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     client = load_primitives()
     enclave = client.loaded_enclave
-    assert isinstance(enclave, RemoteEnclaveProxyClient)
+    assert isinstance(enclave, RemoteEnclaveProxyClient | DirectEnclaveProxyClient)
     errors: list[BaseException] = []
     call_from_here = raising_into(errors, lambda: client.call("echo", b"nested"))
 
-    # A finalizer run by the garbage collector on the connection's I/O thread...
+    # A finalizer run by the garbage collector on the connection's I/O thread (the direct stream's keeper)...
     done = threading.Event()
-    enclave._loop.call_soon_threadsafe(lambda: (call_from_here(), done.set()))
+    if isinstance(enclave, DirectEnclaveProxyClient):
+        tick = enclave._link.tick
+
+        def tick_with_a_finalizer(now: float) -> object:
+            monkeypatch.setattr(enclave._link, "tick", tick)
+            call_from_here()
+            done.set()
+            return tick(now)
+
+        monkeypatch.setattr(enclave._link, "tick", tick_with_a_finalizer)
+    else:
+        enclave._loop.call_soon_threadsafe(lambda: (call_from_here(), done.set()))
     assert done.wait(10)
     # ... and one run while this thread holds the session's lock, in the middle of sending a call.
     session = enclave._link.session
@@ -506,10 +523,47 @@ def test_debug_image_needs_debug_remotely(manager: asylo.EnclaveManager, tmp_pat
     assert eventually(lambda: not client.closed)
 
 
+def test_a_hostile_host_gets_a_clear_goodbye_on_the_direct_stream(
+        manual_proxy: Callable[..., tuple[subprocess.Popen[str], int, bytes]], primitives_image: asylo.VerifiedImage,
+        transport: str) -> None:
+    """The same over the direct stream: a record longer than any the session takes is refused before it is read."""
+    if transport != "direct":
+        pytest.skip("the direct stream's framing (the gRPC stream's is the test below)")
+    import socket  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+
+    from asylo.proto import enclave_pb2, session_pb2  # noqa: PLC0415
+    from asylo.session import Role, Session  # noqa: PLC0415
+
+    proxy, port, token = manual_proxy()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        session = Session(Role.HOST)
+        config = enclave_pb2.EnclaveLoadConfig(name="x", measurement=primitives_image.measurement)
+        hello = session.send_hello(token, config)
+        sock.sendall(struct.pack(">I", len(hello)) + hello)
+        sock.sendall(struct.pack(">I", 0xFFFFFFFF))  # a record of 4 GiB: refused before a byte of it is read
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    frames = []
+    while received:
+        (length,) = struct.unpack(">I", received[:4])
+        frames.append(session_pb2.Frame.FromString(received[4:4 + length]))
+        received = received[4 + length:]
+    assert frames[0].WhichOneof("kind") == "welcome"
+    goodbye = frames[-1]
+    assert goodbye.WhichOneof("kind") == "goodbye"
+    assert goodbye.goodbye.code == asylo.StatusCode.RESOURCE_EXHAUSTED
+    assert "malformed record" in goodbye.goodbye.message and "4294967295 bytes" in goodbye.goodbye.message
+    assert proxy.wait(10) == 1
+
+
 def test_a_hostile_host_gets_a_clear_goodbye(manual_proxy: Callable[..., tuple[subprocess.Popen[str], int, bytes]],
-                                             primitives_image: asylo.VerifiedImage) -> None:
+                                             primitives_image: asylo.VerifiedImage, transport: str) -> None:
     """A host that breaks the protocol after the handshake (a malformed message) is told why, and the proxy
     finalizes its enclave and exits with an error status instead of crashing or hanging."""
+    if transport != "grpc":
+        pytest.skip("gRPC's framing (the direct stream's is the test above)")
     import asyncio  # noqa: PLC0415
 
     import grpc  # noqa: PLC0415

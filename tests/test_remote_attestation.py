@@ -21,6 +21,9 @@ from asylo.remote.provision import ProvisionedProxy
 from tests.capture_relay import CaptureRelay
 from tests.conftest import ENCLAVES
 
+#: Every test here runs over both session transports (see conftest's `transport`).
+pytestmark = pytest.mark.usefixtures("transport")
+
 MARKER = b"CONFIG-MARKER-the-host-keeps-this-to-itself"
 
 
@@ -34,7 +37,7 @@ class ProxyFor(asylo.RemoteProvision):
         self._vouch = vouch
         self.relays: list[CaptureRelay] = []
 
-    def provision(self, image_path: Path) -> ProvisionedProxy:
+    def provision(self, image_path: Path, *, transport: str | None = None) -> ProvisionedProxy:
         proxy = asylo.LocalProvision().provision(self._image)
         target = proxy.target
         release = proxy.release
@@ -48,7 +51,7 @@ class ProxyFor(asylo.RemoteProvision):
                 relay.close()
 
         return ProvisionedProxy(target, proxy.token, proxy.credentials, release, proxy.pid,
-                                proxy.trusted_platforms if self._vouch else ())
+                                proxy.trusted_platforms if self._vouch else (), proxy.transport)
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,9 @@ from asylo.trusted.sealing import (
 )
 from tests.conftest import ENCLAVES
 
+#: Every test here runs over both session transports (see conftest's `transport`).
+pytestmark = pytest.mark.usefixtures("transport")
+
 SEALING = ENCLAVES / "sealing"
 SECRET = b"the data owner's secret: 0123456789"
 

@@ -21,6 +21,9 @@ from asylo.trusted.sealing import unseal
 from tests.capture_relay import CaptureRelay
 from tests.conftest import QUICKSTART
 
+#: Every test here runs over both session transports (see conftest's `transport`).
+pytestmark = pytest.mark.usefixtures("transport")
+
 MESSAGE = "Asylo Rocks: a message only the enclave may read"
 KEY_AAD = b"pyasylo quickstart key\0quickstart-key"
 
@@ -32,7 +35,7 @@ class RelayedProvision(asylo.RemoteProvision):
         self._local = asylo.LocalProvision()
         self.relays: list[CaptureRelay] = []
 
-    def provision(self, image_path: Path) -> ProvisionedProxy:
+    def provision(self, image_path: Path, *, transport: str | None = None) -> ProvisionedProxy:
         proxy = self._local.provision(image_path)
         relay = CaptureRelay(int(proxy.target.rsplit(":", 1)[1]))
         self.relays.append(relay)
@@ -42,7 +45,7 @@ class RelayedProvision(asylo.RemoteProvision):
             relay.close()
 
         return ProvisionedProxy(f"127.0.0.1:{relay.port}", proxy.token, proxy.credentials, release, proxy.pid,
-                                proxy.trusted_platforms)
+                                proxy.trusted_platforms, proxy.transport)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from asylo.provision_server.server import WILDCARD_HOSTS
 from asylo.provision_server.service import UploadLimits
 from asylo.provision_server.store import DEFAULT_MAX_IMAGES, DEFAULT_MAX_STORE_SIZE
 from asylo.remote.child_process import exit_with_parent as watch_parent
+from asylo.remote.transports import DEFAULT_TRANSPORT, TRANSPORT_ENV, TRANSPORTS, check_transport
 from asylo.status import AsyloError
 
 _log = logging.getLogger(__name__)
@@ -148,6 +149,11 @@ def _advertise_host(ctx: click.Context, param: click.Parameter, value: str | Non
               help="Proxies to keep pre-started, so that provisioning skips process start-up.")
 @click.option("--metrics-listen", metavar="HOST:PORT",
               help="Serve Prometheus metrics (plain HTTP, /metrics) on this address, e.g. 127.0.0.1:9464.")
+@click.option("--transport", type=click.Choice(TRANSPORTS), default=DEFAULT_TRANSPORT, show_default=True,
+              envvar=TRANSPORT_ENV, show_envvar=True,
+              help="How clients' sessions reach the proxies: 'direct' (a TCP/TLS stream) or 'grpc' (one gRPC "
+                   "stream, for networks that pass only HTTP/2). Each provision answer says which; this server's "
+                   "own API is gRPC either way.")
 @platform_options
 @click.option("--exit-with-parent", is_flag=True,
               help="Stop (ending every session) when standard input reaches end of file, i.e. when the process "
@@ -161,7 +167,8 @@ def provision_server(listen: str, state_dir: Path, images_dir: Path | None, trus
                      max_enclaves_per_client: int, idle_timeout: float, hello_timeout: float, max_image_size: int,
                      max_store_size: int, max_images: int, max_uploads_per_client: int,
                      upload_idle_timeout: float, upload_timeout: float, warm: int, metrics_listen: str | None,
-                     platform: PlatformOptions, exit_with_parent: bool, advertise_host: str | None) -> None:
+                     transport: str, platform: PlatformOptions, exit_with_parent: bool,
+                     advertise_host: str | None) -> None:
     """Start enclaves on this machine on demand (Asylo's provision server, port 4321).
 
     Clients (`RemoteProvision.instantiate("HOST:4321", ...)`, `asylo quickstart --provision-server HOST:4321`)
@@ -194,7 +201,8 @@ def provision_server(listen: str, state_dir: Path, images_dir: Path | None, trus
             upload_limits=UploadLimits(per_client=max_uploads_per_client, idle_timeout=upload_idle_timeout,
                                        timeout=upload_timeout),
             idle_timeout=idle_timeout or None, hello_timeout=hello_timeout,
-            warm=warm, metrics_listen=metrics_listen, advertise_host=advertise_host, platform=platform)
+            warm=warm, metrics_listen=metrics_listen, advertise_host=advertise_host, platform=platform,
+            transport=check_transport(transport))
         sys.exit(asyncio.run(_serve(config, exit_with_parent=exit_with_parent)))
     except AsyloError as exc:
         click.echo(f"error: {exc}", err=True)

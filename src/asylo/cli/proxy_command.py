@@ -17,6 +17,7 @@ from asylo.image.measurement import MEASUREMENT_SIZE
 from asylo.remote.credentials import ServerCredentials
 from asylo.remote.provision_api import CERTIFICATE_SHA256_SIZE
 from asylo.remote.proxy_process import AssignmentError, parse_hex_digest, read_token, run_proxy, run_standby_proxy
+from asylo.remote.transports import DEFAULT_TRANSPORT, TRANSPORT_ENV, TRANSPORTS, check_transport
 from asylo.status import AsyloError, InvalidArgumentError
 
 
@@ -70,19 +71,27 @@ def _hex_digest(size: int) -> Callable[[click.Context, click.Parameter, str | No
 @click.option("--client-cert-sha256", callback=_hex_digest(CERTIFICATE_SHA256_SIZE), metavar="HEX",
               help="Serve only the host whose TLS client certificate has this SHA-256 fingerprint (of its DER "
                    "encoding); other hosts get PERMISSION_DENIED. Needs --tls-client-ca.")
+@click.option("--transport", type=click.Choice(TRANSPORTS), default=DEFAULT_TRANSPORT, show_default=True,
+              envvar=TRANSPORT_ENV, show_envvar=True,
+              help="How the host's session travels: 'direct', length-prefixed records on one TCP or TLS socket "
+                   "(--listen vsock:CID:PORT for AF_VSOCK, as a Nitro Enclave needs), or 'grpc', one gRPC "
+                   "stream, for networks that pass only HTTP/2. The host must use the same.")
 @platform_options
 def proxy(image_path: Path | None, standby: bool, listen: str, token_stdin: bool, token_file: Path | None,
           exit_with_parent: bool, hello_timeout: float, idle_timeout: float | None, tls_cert: Path | None,
           tls_key: Path | None, tls_client_ca: Path | None, expect_measurement: bytes | None,
-          client_cert_sha256: bytes | None, platform: PlatformOptions) -> None:
+          client_cert_sha256: bytes | None, transport: str, platform: PlatformOptions) -> None:
     """Host one enclave for one host session, then exit.
 
     Prints `ASYLO-PROXY-READY port=N platform=KIND` on standard output once it listens, and on standard error
     which platform attests the enclave. The host connects with the session
     token; any other token is refused. Normally started by local provisioning or a provision server, not by hand.
     """
-    if not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]\s]+):\d{1,5}", listen):
-        raise click.UsageError(f"--listen takes host:port (port 0 picks one), got {listen!r}")
+    if re.fullmatch(r"vsock:\d+:\d+", listen):
+        if transport != "direct":
+            raise click.UsageError("--listen vsock:CID:PORT needs --transport direct (gRPC does not speak vsock)")
+    elif not re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]\s]+):\d{1,5}", listen):
+        raise click.UsageError(f"--listen takes host:port (port 0 picks one) or vsock:CID:PORT, got {listen!r}")
     if standby:
         if (image_path is not None or token_stdin or token_file is not None or expect_measurement is not None
                 or client_cert_sha256 is not None):
@@ -117,12 +126,14 @@ def proxy(image_path: Path | None, standby: bool, listen: str, token_stdin: bool
         credentials = ServerCredentials.from_files(tls_cert, tls_key, tls_client_ca)
         if standby:
             code = asyncio.run(run_standby_proxy(listen=listen, credentials=credentials, hello_timeout=hello_timeout,
-                                                 idle_timeout=idle_timeout, platform_key=platform_key))
+                                                 idle_timeout=idle_timeout, platform_key=platform_key,
+                                                 transport=check_transport(transport)))
         else:
             code = asyncio.run(run_proxy(str(image_path), token, listen=listen, credentials=credentials,
                                          hello_timeout=hello_timeout, exit_with_parent=exit_with_parent,
                                          idle_timeout=idle_timeout, expect_measurement=expect_measurement,
-                                         client_cert_sha256=client_cert_sha256, platform_key=platform_key))
+                                         client_cert_sha256=client_cert_sha256, platform_key=platform_key,
+                                         transport=check_transport(transport)))
     except AssignmentError as exc:
         click.echo(f"error: the assignment was refused: {exc}", err=True)
         sys.exit(1)

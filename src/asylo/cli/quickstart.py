@@ -40,6 +40,7 @@ from asylo.image import (
 )
 from asylo.remote.devca import create_dev_ca
 from asylo.remote.provision import ProxyTls
+from asylo.remote.transports import TRANSPORT_ENV, TRANSPORTS, Transport, check_transport
 from asylo.status import AsyloError, InvalidArgumentError
 
 ENCLAVE_NAME = "demo_enclave"
@@ -79,15 +80,16 @@ class QuickstartResult:
 
 def backend_config(backend: str, image_path: Path, *, tls_dir: Path | None = None,
                    provision: asylo.RemoteProvision | None = None, trusted_platforms: tuple[str, ...] = (),
-                   platform: PlatformOptions | None = None,
-                   launch: IdentityExpectation | None = None) -> asylo.SimLoadConfig | asylo.RemoteLoadConfig:
+                   platform: PlatformOptions | None = None, launch: IdentityExpectation | None = None,
+                   transport: Transport | None = None) -> asylo.SimLoadConfig | asylo.RemoteLoadConfig:
     """The load config for `backend`: "remote" (a proxy process) or "sim" (in-process).
 
     Remote proxies come from `provision` (default: local provisioning, on `platform`). With `tls_dir`, local
     provisioning uses mutual TLS with a development CA made there. `trusted_platforms`: fingerprints of the sim
     platforms whose evidence the host believes besides those the provisioning vouches for (a provision server's
     machine needs one). `launch`: on a hardware platform, the launch expectation (its reference values); the
-    enclave must then be that launch *and* run exactly this image.
+    enclave must then be that launch *and* run exactly this image. `transport`: "direct" or "grpc" (None: the
+    provisioning's).
     """
     if backend == "sim":
         return asylo.SimLoadConfig(image_path, debug=True)
@@ -98,7 +100,7 @@ def backend_config(backend: str, image_path: Path, *, tls_dir: Path | None = Non
             tls=ProxyTls(ca.server_cert, ca.server_key, client_ca_file=ca.ca_cert),
             credentials=asylo.ClientCredentials.tls(ca.ca_cert, cert_file=ca.client_cert, key_file=ca.client_key),
             platform=platform)
-    proxy = asylo.RemoteProxyClientConfig(provision, trusted_platforms=trusted_platforms)
+    proxy = asylo.RemoteProxyClientConfig(provision, trusted_platforms=trusted_platforms, transport=transport)
     expectation = None
     if launch is not None:
         expectation = AllOf(launch, MeasurementIs(load_image(image_path).measurement, allow_debug=True))
@@ -284,12 +286,15 @@ def _trusted_platforms(values: tuple[str, ...]) -> tuple[str, ...]:
                    "tpm=pcr0=HEX,pcr7=HEX,... (the boot state; a TPM is trusted by --trust-platform). Debug "
                    "launches and (TDX) a TCB status other than UpToDate are refused. SNP, TDX and Nitro need this "
                    "instead of --trust-platform.")
+@click.option("--transport", type=click.Choice(TRANSPORTS), default=None, envvar=TRANSPORT_ENV, show_envvar=True,
+              help="remote only: how the session travels: 'direct' (a TCP/TLS stream; the default for local "
+                   "proxies) or 'grpc' (one gRPC stream). Default: what the provisioning serves.")
 @connection_options
 @platform_options
 def quickstart(message: str | None, decrypt_hex: str | None, key_store: Path | None, seal_policy: str | None,
                backend: str, tls: bool, image_path: Path | None, provision_server: str | None, upload: bool,
-               trust_platforms: tuple[str, ...], expect_launch: str | None, ca_file: Path | None,
-               client_cert: Path | None, client_key: Path | None, token_file: Path | None,
+               trust_platforms: tuple[str, ...], expect_launch: str | None, transport: str | None,
+               ca_file: Path | None, client_cert: Path | None, client_key: Path | None, token_file: Path | None,
                platform: PlatformOptions) -> None:
     """Encrypt a message inside the quickstart enclave (Asylo's quickstart demo).
 
@@ -310,8 +315,8 @@ def quickstart(message: str | None, decrypt_hex: str | None, key_store: Path | N
         Asylo Rocks
 
     By default the enclave runs remotely: a proxy process started on loopback (local provisioning), reached over
-    one gRPC stream, reaped when the demo ends. With --provision-server the proxy runs on another machine,
-    started there by its provision server.
+    one TCP stream (--transport grpc: one gRPC stream), reaped when the demo ends. With --provision-server the
+    proxy runs on another machine, started there by its provision server.
     """
     if (message is None) == (decrypt_hex is None):
         raise click.UsageError("give --message TEXT to encrypt, or --decrypt HEX (with --key-store DIR) to decrypt")
@@ -362,7 +367,9 @@ def quickstart(message: str | None, decrypt_hex: str | None, key_store: Path | N
                 write_image(image_path, build_image(quickstart_enclave_dir(), signer))
             tls_dir = Path(tmp) / "dev-ca" if tls else None
             config = backend_config(backend, image_path, tls_dir=tls_dir, provision=provision,
-                                    trusted_platforms=trusted, platform=platform, launch=launch)
+                                    trusted_platforms=trusted, platform=platform, launch=launch,
+                                    transport=None if transport is None or backend != "remote"
+                                    else check_transport(transport))
             if ciphertext_hex is not None:
                 assert store is not None
                 run_quickstart_decrypt(ciphertext_hex, config, key_store=store, seal_policy=policy)

@@ -108,11 +108,37 @@ def _serve(call: Call, handler: Handler, send: Send) -> BaseException | None:
     return interrupt
 
 
-def _wait_for_result(inbox: queue.SimpleQueue[Call | Result | _Closed], call_id: int, handler: Handler,
-                     send: Send) -> list[bytes]:
+@dataclass(frozen=True)
+class Nudge:
+    """Carries nothing: a transport puts one in a waiting thread's inbox to wake it for a reason of its own (the
+    direct stream hands its turn to read the socket over this way). Never returned by a `NextMessage`."""
+
+
+#: What a waiting thread can receive: a call to serve, the result it waits for, or the end of the connection.
+InboxMessage = Call | Result | _Closed
+Inbox = queue.SimpleQueue[InboxMessage | Nudge]
+#: How a waiting thread gets its next message: by default it waits on its inbox, which the transport fills; a
+#: transport may instead have the waiting thread read the stream itself (the direct stream's host side), so that a
+#: lone caller's answer reaches it without passing through another thread.
+NextMessage = Callable[[Inbox], InboxMessage]
+
+
+def closed_message(reason: str) -> InboxMessage:
+    """The message that tells a waiting thread the connection is over (its call fails with EnclaveUnavailable)."""
+    return _Closed(Status(EnclaveUnavailable.code, reason))
+
+
+def _from_inbox(inbox: Inbox) -> InboxMessage:
+    while isinstance(message := inbox.get(), Nudge):
+        pass
+    return message
+
+
+def _wait_for_result(inbox: Inbox, call_id: int, handler: Handler, send: Send,
+                     next_message: NextMessage = _from_inbox) -> list[bytes]:
     """Block until the Result for `call_id` arrives, serving the calls that reach this thread meanwhile."""
     while True:
-        message = inbox.get()
+        message = next_message(inbox)
         if isinstance(message, Call):
             interrupt = _serve(message, handler, send)
             if interrupt is not None:
@@ -132,7 +158,7 @@ def _wait_for_result(inbox: queue.SimpleQueue[Call | Result | _Closed], call_id:
 @dataclass(eq=False)
 class _HostThreadSlot:
     key: int
-    inbox: queue.SimpleQueue[Call | Result | _Closed] = field(default_factory=queue.SimpleQueue)
+    inbox: Inbox = field(default_factory=queue.SimpleQueue)
 
 
 def _report_thread_gone(threads_ref: weakref.ref[HostThreads], key: int) -> None:
@@ -150,13 +176,14 @@ class HostThreads:
 
     _keys = itertools.count(1)
 
-    def __init__(self, send: Send, exit_handler: Handler) -> None:
+    def __init__(self, send: Send, exit_handler: Handler, *, next_message: NextMessage = _from_inbox) -> None:
         self._send = send
         self._exit_handler = exit_handler
+        self._next_message = next_message
         self._local = threading.local()
         # Inboxes only: the slot itself must stay reachable from its thread's locals alone, so that it is collected
         # (and the enclave told) when the thread ends.
-        self._inboxes: dict[int, queue.SimpleQueue[Call | Result | _Closed]] = {}
+        self._inboxes: dict[int, Inbox] = {}
         #: Keys of slots whose thread stopped waiting (an interrupt): their late answers are dropped and their exit
         #: calls answered CANCELLED, for as long as the enclave side may still send any.
         self._abandoned: set[int] = set()
@@ -217,7 +244,7 @@ class HostThreads:
             # Sent inside the try: an interrupt while the call goes out (whether it went or not) leaves this thread
             # a fresh slot, not one whose peer may still be busy with the call.
             self._send(Call(call_id, key, selector, list(extents)))
-            return _wait_for_result(inbox, call_id, self._exit_handler, self._send)
+            return _wait_for_result(inbox, call_id, self._exit_handler, self._send, self._next_message)
         except Exception:
             raise
         except BaseException:
@@ -277,7 +304,7 @@ class HostThreads:
 class _Worker:
     key: int
     thread: threading.Thread | None = None
-    inbox: queue.SimpleQueue[Call | Result | _Closed] = field(default_factory=queue.SimpleQueue)
+    inbox: Inbox = field(default_factory=queue.SimpleQueue)
 
 
 class EnclaveThreads:
@@ -354,6 +381,8 @@ class EnclaveThreads:
             message = worker.inbox.get()
             if isinstance(message, _Closed):
                 return
+            if isinstance(message, Nudge):
+                continue
             if isinstance(message, Result):
                 _log.warning("enclave %r: dropped a result for call %d that no one waits for", self._name,
                              message.call_id)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61sylo/proto/provision.proto\x12\x0f\x61sylo.provision\"H\n\x10ProvisionRequest\x12\x14\n\nimage_name\x18\x01 \x01(\tH\x00\x12\x15\n\x0bmeasurement\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05image\"\x89\x01\n\x11ProvisionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nproxy_host\x18\x02 \x01(\t\x12\x12\n\nproxy_port\x18\x03 \x01(\r\x12\r\n\x05token\x18\x04 \x01(\x0c\x12)\n\x05image\x18\x05 \x01(\x0b\x32\x1a.asylo.provision.ImageInfo\"$\n\x0eReleaseRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x11\n\x0fReleaseResponse\"\x15\n\x13ListSessionsRequest\"e\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x05image\x18\x02 \x01(\x0b\x32\x1a.asylo.provision.ImageInfo\x12\x17\n\x0f\x63reated_unix_ms\x18\x03 \x01(\x03\"F\n\x14ListSessionsResponse\x12.\n\x08sessions\x18\x01 \x03(\x0b\x32\x1c.asylo.provision.SessionInfo\"\x13\n\x11ListImagesRequest\"L\n\tImageInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmeasurement\x18\x02 \x01(\x0c\x12\x0e\n\x06signer\x18\x03 \x01(\x0c\x12\x0c\n\x04size\x18\x04 \x01(\x04\"@\n\x12ListImagesResponse\x12*\n\x06images\x18\x01 \x03(\x0b\x32\x1a.asylo.provision.ImageInfo\"?\n\x11UploadImageHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\"`\n\x10UploadImageChunk\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".asylo.provision.UploadImageHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part2\xb8\x03\n\x10ProvisionService\x12R\n\tProvision\x12!.asylo.provision.ProvisionRequest\x1a\".asylo.provision.ProvisionResponse\x12L\n\x07Release\x12\x1f.asylo.provision.ReleaseRequest\x1a .asylo.provision.ReleaseResponse\x12[\n\x0cListSessions\x12$.asylo.provision.ListSessionsRequest\x1a%.asylo.provision.ListSessionsResponse\x12U\n\nListImages\x12\".asylo.provision.ListImagesRequest\x1a#.asylo.provision.ListImagesResponse\x12N\n\x0bUploadImage\x12!.asylo.provision.UploadImageChunk\x1a\x1a.asylo.provision.ImageInfo(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61sylo/proto/provision.proto\x12\x0f\x61sylo.provision\"[\n\x10ProvisionRequest\x12\x14\n\nimage_name\x18\x01 \x01(\tH\x00\x12\x15\n\x0bmeasurement\x18\x02 \x01(\x0cH\x00\x12\x11\n\ttransport\x18\x03 \x01(\tB\x07\n\x05image\"\x9c\x01\n\x11ProvisionResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nproxy_host\x18\x02 \x01(\t\x12\x12\n\nproxy_port\x18\x03 \x01(\r\x12\r\n\x05token\x18\x04 \x01(\x0c\x12)\n\x05image\x18\x05 \x01(\x0b\x32\x1a.asylo.provision.ImageInfo\x12\x11\n\ttransport\x18\x06 \x01(\t\"$\n\x0eReleaseRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x11\n\x0fReleaseResponse\"\x15\n\x13ListSessionsRequest\"e\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12)\n\x05image\x18\x02 \x01(\x0b\x32\x1a.asylo.provision.ImageInfo\x12\x17\n\x0f\x63reated_unix_ms\x18\x03 \x01(\x03\"F\n\x14ListSessionsResponse\x12.\n\x08sessions\x18\x01 \x03(\x0b\x32\x1c.asylo.provision.SessionInfo\"\x13\n\x11ListImagesRequest\"L\n\tImageInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmeasurement\x18\x02 \x01(\x0c\x12\x0e\n\x06signer\x18\x03 \x01(\x0c\x12\x0c\n\x04size\x18\x04 \x01(\x04\"@\n\x12ListImagesResponse\x12*\n\x06images\x18\x01 \x03(\x0b\x32\x1a.asylo.provision.ImageInfo\"?\n\x11UploadImageHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\"`\n\x10UploadImageChunk\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32\".asylo.provision.UploadImageHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part2\xb8\x03\n\x10ProvisionService\x12R\n\tProvision\x12!.asylo.provision.ProvisionRequest\x1a\".asylo.provision.ProvisionResponse\x12L\n\x07Release\x12\x1f.asylo.provision.ReleaseRequest\x1a .asylo.provision.ReleaseResponse\x12[\n\x0cListSessions\x12$.asylo.provision.ListSessionsRequest\x1a%.asylo.provision.ListSessionsResponse\x12U\n\nListImages\x12\".asylo.provision.ListImagesRequest\x1a#.asylo.provision.ListImagesResponse\x12N\n\x0bUploadImage\x12!.asylo.provision.UploadImageChunk\x1a\x1a.asylo.provision.ImageInfo(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,29 +32,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'asylo.proto.provision_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROVISIONREQUEST']._serialized_start=48
-  _globals['_PROVISIONREQUEST']._serialized_end=120
-  _globals['_PROVISIONRESPONSE']._serialized_start=123
-  _globals['_PROVISIONRESPONSE']._serialized_end=260
-  _globals['_RELEASEREQUEST']._serialized_start=262
-  _globals['_RELEASEREQUEST']._serialized_end=298
-  _globals['_RELEASERESPONSE']._serialized_start=300
-  _globals['_RELEASERESPONSE']._serialized_end=317
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=319
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=340
-  _globals['_SESSIONINFO']._serialized_start=342
-  _globals['_SESSIONINFO']._serialized_end=443
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=445
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=515
-  _globals['_LISTIMAGESREQUEST']._serialized_start=517
-  _globals['_LISTIMAGESREQUEST']._serialized_end=536
-  _globals['_IMAGEINFO']._serialized_start=538
-  _globals['_IMAGEINFO']._serialized_end=614
-  _globals['_LISTIMAGESRESPONSE']._serialized_start=616
-  _globals['_LISTIMAGESRESPONSE']._serialized_end=680
-  _globals['_UPLOADIMAGEHEADER']._serialized_start=682
-  _globals['_UPLOADIMAGEHEADER']._serialized_end=745
-  _globals['_UPLOADIMAGECHUNK']._serialized_start=747
-  _globals['_UPLOADIMAGECHUNK']._serialized_end=843
-  _globals['_PROVISIONSERVICE']._serialized_start=846
-  _globals['_PROVISIONSERVICE']._serialized_end=1286
+  _globals['_PROVISIONREQUEST']._serialized_end=139
+  _globals['_PROVISIONRESPONSE']._serialized_start=142
+  _globals['_PROVISIONRESPONSE']._serialized_end=298
+  _globals['_RELEASEREQUEST']._serialized_start=300
+  _globals['_RELEASEREQUEST']._serialized_end=336
+  _globals['_RELEASERESPONSE']._serialized_start=338
+  _globals['_RELEASERESPONSE']._serialized_end=355
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=357
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=378
+  _globals['_SESSIONINFO']._serialized_start=380
+  _globals['_SESSIONINFO']._serialized_end=481
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=483
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=553
+  _globals['_LISTIMAGESREQUEST']._serialized_start=555
+  _globals['_LISTIMAGESREQUEST']._serialized_end=574
+  _globals['_IMAGEINFO']._serialized_start=576
+  _globals['_IMAGEINFO']._serialized_end=652
+  _globals['_LISTIMAGESRESPONSE']._serialized_start=654
+  _globals['_LISTIMAGESRESPONSE']._serialized_end=718
+  _globals['_UPLOADIMAGEHEADER']._serialized_start=720
+  _globals['_UPLOADIMAGEHEADER']._serialized_end=783
+  _globals['_UPLOADIMAGECHUNK']._serialized_start=785
+  _globals['_UPLOADIMAGECHUNK']._serialized_end=881
+  _globals['_PROVISIONSERVICE']._serialized_start=884
+  _globals['_PROVISIONSERVICE']._serialized_end=1324
 # @@protoc_insertion_point(module_scope)

@@ -7,26 +7,30 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ProvisionRequest(_message.Message):
-    __slots__ = ("image_name", "measurement")
+    __slots__ = ("image_name", "measurement", "transport")
     IMAGE_NAME_FIELD_NUMBER: _ClassVar[int]
     MEASUREMENT_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     image_name: str
     measurement: bytes
-    def __init__(self, image_name: _Optional[str] = ..., measurement: _Optional[bytes] = ...) -> None: ...
+    transport: str
+    def __init__(self, image_name: _Optional[str] = ..., measurement: _Optional[bytes] = ..., transport: _Optional[str] = ...) -> None: ...
 
 class ProvisionResponse(_message.Message):
-    __slots__ = ("session_id", "proxy_host", "proxy_port", "token", "image")
+    __slots__ = ("session_id", "proxy_host", "proxy_port", "token", "image", "transport")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROXY_HOST_FIELD_NUMBER: _ClassVar[int]
     PROXY_PORT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     proxy_host: str
     proxy_port: int
     token: bytes
     image: ImageInfo
-    def __init__(self, session_id: _Optional[str] = ..., proxy_host: _Optional[str] = ..., proxy_port: _Optional[int] = ..., token: _Optional[bytes] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ...) -> None: ...
+    transport: str
+    def __init__(self, session_id: _Optional[str] = ..., proxy_host: _Optional[str] = ..., proxy_port: _Optional[int] = ..., token: _Optional[bytes] = ..., image: _Optional[_Union[ImageInfo, _Mapping]] = ..., transport: _Optional[str] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("session_id",)

@@ -42,6 +42,7 @@ from asylo.remote.credentials import is_loopback_address
 from asylo.remote.provision import READY_PREFIX, ProxyTls
 from asylo.remote.provision_client import join_host_port
 from asylo.remote.proxy_process import ASSIGNED_PREFIX
+from asylo.remote.transports import Transport, check_transport, default_transport
 from asylo.status import EnclaveUnavailable, FailedPreconditionError
 
 _log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class ProxySettings:
     python: str = sys.executable
     #: The platform the proxies attest with (resolved: never "auto", so every proxy uses the same one).
     platform: PlatformOptions = field(default_factory=PlatformOptions)
+    #: How the proxies take their sessions ("direct" or "grpc"); the provision answer tells hosts.
+    transport: Transport = field(default_factory=default_transport)
 
     def __post_init__(self) -> None:
         if self.tls is None and not is_loopback_address(self.listen):
@@ -93,7 +96,7 @@ class ProxySettings:
     def proxy_args(self) -> list[str]:
         """The options every proxy gets, standby or not."""
         args = [self.python, "-m", "asylo", "proxy", "--listen", self.listen, "--exit-with-parent",
-                "--hello-timeout", repr(self.hello_timeout)]
+                "--hello-timeout", repr(self.hello_timeout), "--transport", check_transport(self.transport)]
         if self.idle_timeout is not None:
             args += ["--idle-timeout", repr(self.idle_timeout)]
         if self.tls is not None:

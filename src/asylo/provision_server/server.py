@@ -42,6 +42,7 @@ from asylo.provision_server.store import DEFAULT_MAX_IMAGES, DEFAULT_MAX_STORE_S
 from asylo.remote.credentials import ServerCredentials, is_loopback_address
 from asylo.remote.provision import ProxyTls
 from asylo.remote.provision_api import PROVISION_SERVICE
+from asylo.remote.transports import Transport, default_transport
 from asylo.status import FailedPreconditionError, InvalidArgumentError
 
 _log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class ProvisionServerConfig:
     metrics_listen: str | None = None
     #: The platform the proxies attest with (`auto`: what the machine offers, resolved once at start).
     platform: PlatformOptions = field(default_factory=PlatformOptions)
+    #: How the proxies take their sessions ("direct" or "grpc"); each provision answer says which.
+    transport: Transport = field(default_factory=default_transport)
     #: The simulated platform's state directory: the same as platform=PlatformOptions(sim_state=...), kept for
     #: configurations written before `platform` existed.
     platform_state: Path | None = None
@@ -197,7 +200,8 @@ class ProvisionServer:
         self.platform = open_platform(config.platform)
         settings = ProxySettings(listen_host=config.listen_host or every_interface, tls=config.proxy_tls,
                                  hello_timeout=config.hello_timeout, idle_timeout=config.idle_timeout,
-                                 platform=dataclasses.replace(config.platform, kind=self.platform.kind))
+                                 platform=dataclasses.replace(config.platform, kind=self.platform.kind),
+                                 transport=config.transport)
         self._launcher = ProxyLauncher(settings, warm=config.warm, pid_dir=self.proxy_dir)
         self._servicer = ProvisionServicer(authenticator=authenticator, store=store, sessions=self.sessions,
                                            launcher=self._launcher, metrics=self.metrics,

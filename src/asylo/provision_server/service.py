@@ -40,7 +40,7 @@ from asylo.provision_server.sessions import ProvisionedSession, SessionTable
 from asylo.provision_server.store import ImageStore, ImageUpload, StoredImage
 from asylo.remote.provision_api import PROVISION_SERVICE
 from asylo.remote.service import grpc_status_code
-from asylo.status import AsyloError, InvalidArgumentError, StatusCode
+from asylo.status import AsyloError, FailedPreconditionError, InvalidArgumentError, StatusCode
 
 _log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class ProvisionServicer:
         self._store = store
         self._sessions = sessions
         self._launcher = launcher
+        self._transport = launcher.settings.transport
         self._metrics = metrics
         self._advertise_host = advertise_host
         self._upload_limits = upload_limits or UploadLimits()
@@ -161,6 +162,9 @@ class ProvisionServicer:
                 image = self._store.find(measurement=request.measurement)
             else:
                 raise InvalidArgumentError("name the image: image_name or measurement")
+            if request.transport and request.transport != self._transport:
+                raise FailedPreconditionError(f"this provision server's proxies serve the {self._transport} "
+                                              f"transport, not {request.transport!r}")
             session_id = self._sessions.reserve(client)
             token = secrets.token_bytes(32)
             # The measurement the store verified goes with the path: the proxy refuses any other file found there.
@@ -190,7 +194,8 @@ class ProvisionServicer:
             _log.info("session %s: %s for %s, proxy pid %d port %d", session_id, image.name, client, proxy.pid,
                       proxy.port)
             return provision_pb2.ProvisionResponse(session_id=session_id, proxy_host=self._advertise_host,
-                                                   proxy_port=proxy.port, token=token, image=image_info(image))
+                                                   proxy_port=proxy.port, token=token, image=image_info(image),
+                                                   transport=self._transport)
 
         return await self._guard(context, work)
 

@@ -29,16 +29,15 @@ from asylo.remote.credentials import ClientCredentials
 from asylo.remote.link import Outbox, SessionLink, keep_alive, write_fairly
 from asylo.remote.provision import ProvisionedProxy
 from asylo.remote.service import CONNECT_METHOD, channel_options, error_from_rpc
-from asylo.session import Role, Session, SessionEnded, SessionLimits, WelcomeReceived
+from asylo.remote.welcome import check_welcome
+from asylo.session import Role, Session, SessionEnded, SessionLimits
 from asylo.session.handshake import HostHandshake
 from asylo.status import (
     AsyloError,
-    AttestationError,
     DeadlineExceededError,
     FailedPreconditionError,
     InternalError,
     InvalidArgumentError,
-    PermissionDeniedError,
     Status,
     StatusCode,
 )
@@ -122,23 +121,8 @@ class RemoteEnclaveProxyClient:
             events = self._link.session.receive(batching.single_frame(first, self._link.session.largest_frame))
         except InvalidArgumentError as exc:
             raise InternalError(f"{context}: {exc.message}") from None
-        if len(events) != 1 or not isinstance(events[0], WelcomeReceived):
-            ended = next((e for e in events if isinstance(e, SessionEnded)), None)
-            if ended is not None and ended.status.code is StatusCode.UNAUTHENTICATED:
-                raise AttestationError(f"{context}: {ended.status.message}")
-            raise InternalError(f"{context}: {ended.status if ended else 'the proxy did not welcome us'}")
-        welcome = events[0]
-        if isinstance(welcome.identity, EnclaveIdentity):
-            # Proven by the platform's evidence; the welcome's own fields are the proxy's word only.
-            self.identity = welcome.identity
-            self._measurement, self._signer = welcome.identity.measurement, welcome.identity.signer
-        elif self._link.session.encrypted:
-            raise InternalError(f"{context}: the handshake's verifier did not return an EnclaveIdentity")
-        else:
-            self._measurement, self._signer = welcome.measurement, welcome.signer
-        if expected_measurement is not None and self._measurement != expected_measurement:
-            raise PermissionDeniedError(f"{context}: the proxy hosts an enclave with measurement "
-                                        f"{self._measurement.hex()}, not the requested {expected_measurement.hex()}")
+        welcomed = check_welcome(events, self._link.session, expected_measurement, context)
+        self.identity, self._measurement, self._signer = welcomed.identity, welcomed.measurement, welcomed.signer
         self._tasks = [asyncio.create_task(self._read_loop(), name="asylo-remote-read"),
                        asyncio.create_task(self._write_loop(), name="asylo-remote-write"),
                        asyncio.create_task(keep_alive(self._link, self._unresponsive), name="asylo-remote-ping")]

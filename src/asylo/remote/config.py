@@ -27,10 +27,12 @@ from asylo.primitives.matching import Handler
 from asylo.proto import enclave_pb2
 from asylo.remote.client import RemoteEnclaveProxyClient
 from asylo.remote.credentials import ClientCredentials
+from asylo.remote.direct_client import DirectEnclaveProxyClient
 from asylo.remote.provision import ProvisionedProxy, RemoteProvision
+from asylo.remote.transports import Transport, check_transport
 from asylo.session import SessionLimits
 from asylo.session.handshake import HostHandshake
-from asylo.status import AttestationError
+from asylo.status import AttestationError, FailedPreconditionError
 
 _log = logging.getLogger(__name__)
 
@@ -56,6 +58,14 @@ class RemoteProxyClientConfig:
     #: False only to measure what attestation and record encryption cost: nothing is verified and nothing is
     #: encrypted end to end. Never for real use.
     attestation: bool = True
+    #: How the session travels: "direct" (a TCP/TLS/vsock stream, the default) or "grpc" (one gRPC stream, for
+    #: networks that pass only HTTP/2). None: what the provisioning serves (local proxies: direct; a provision
+    #: server: what its answer says). Named, it is asked of the provisioning, which refuses one it cannot serve.
+    transport: Transport | None = None
+
+    def __post_init__(self) -> None:
+        if self.transport is not None:
+            check_transport(self.transport)
 
     @classmethod
     def defaults_with_provision(cls, provision: RemoteProvision | None = None) -> RemoteProxyClientConfig:
@@ -78,7 +88,11 @@ class RemoteLoadConfig:
     def open(self, name: str, exit_handler: Handler) -> LoadedEnclave:
         # Verified here too: the host knows which measurement to demand of the proxy's welcome.
         image = load_image(self.image)
-        proxy = self.proxy.provision.provision(Path(self.image))
+        transport = self.proxy.transport
+        provision = self.proxy.provision
+        # Asked for only when named: a RemoteProvision written before transports existed takes no such argument.
+        proxy = (provision.provision(Path(self.image)) if transport is None
+                 else provision.provision(Path(self.image), transport=transport))
         # The proxy must host exactly this image, unless the host gave an expectation of its own (say, any build
         # of a signer): then the attested identity decides, and the proxy may host another build.
         pin = None if self.expectation is not None and self.proxy.attestation else image.measurement
@@ -86,7 +100,11 @@ class RemoteLoadConfig:
         credentials = self.proxy.credentials or proxy.credentials
         try:
             credentials.check_target(proxy.target)  # plaintext off loopback: refused before anything else
-            return RemoteEnclaveProxyClient.connect(
+            if transport is not None and proxy.transport != transport:
+                raise FailedPreconditionError(f"the provisioned proxy serves the {proxy.transport} transport, not "
+                                              f"the {transport} asked for")
+            client = DirectEnclaveProxyClient if proxy.transport == "direct" else RemoteEnclaveProxyClient
+            return client.connect(
                 name, proxy, load_config, exit_handler, credentials=credentials,
                 expected_measurement=pin, limits=self.proxy.limits,
                 connect_timeout=self.proxy.connect_timeout, handshake=self._handshake(image, proxy))

@@ -1,9 +1,12 @@
-"""SessionLink: the thread-safe bridge between the thread-matching layer and a session's frames.
+"""SessionLink: the thread-safe bridge between the thread-matching layer and a session's frames, for both transports.
 
 Threads on either side send Calls, Results and ThreadGone messages from wherever they run; the link encodes each with
-the session (under one lock, so frames leave in the order the session accepted them) and hands the frames to an
-`Outbox`, which the stream's writer task drains on the event loop. `keep_alive`, a task on the same loop, ticks the
-session's liveness clock: its pings go out through the outbox, and a peer that stops answering them ends the session.
+the session (under one lock) and hands the frames to the transport's `FrameSink`: on the gRPC stream an `Outbox`,
+which the stream's writer task drains on the event loop; on the direct stream a writer that the sending thread
+itself writes through (`asylo.remote.direct_link`). Frames are handed over after the lock is let go, so that a
+thread blocked writing to a full socket never holds up the thread that reads (and so empties the peer's).
+`keep_alive`, a task on the gRPC stream's loop, ticks the session's liveness clock: its pings go out through the
+outbox, and a peer that stops answering them ends the session (the direct stream's keeper does the same).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from asylo.primitives.matching import Call, Message, Result, ThreadGone
 from asylo.remote import batching
@@ -51,8 +55,24 @@ class _Item:
     end: bool = False
 
 
+class FrameSink(Protocol):
+    """Where a link's frames go: the transport's side of `SessionLink`."""
+
+    def put(self, frames: Sequence[bytes], *, body: int = 0) -> None:
+        """Send a message's frames (a body of `body` bytes when it is fragmented); may wait for room.
+        EnclaveUnavailable once the stream is closed."""
+
+    def put_soon(self, frames: Sequence[bytes]) -> None:
+        """Send small frames without waiting (pongs, thread-gone reports): the thread that reads calls this, and
+        must not wait for the writing side, which may be waiting for the peer to read what we have not read."""
+
+    def close(self, frames: Sequence[bytes] = ()) -> None:
+        """Send `frames` after everything already handed over, then end the stream; refuse everything after."""
+
+
 class Outbox:
-    """Messages (lists of frames) for the writer task, put from any thread, in order."""
+    """The gRPC stream's FrameSink: messages (lists of frames) for the writer task, put from any thread, in
+    order; nothing here waits (the writer task does)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -61,6 +81,9 @@ class Outbox:
 
     def put(self, frames: Sequence[bytes], *, body: int = 0) -> None:
         self._put(_Item(frames, body=body))
+
+    def put_soon(self, frames: Sequence[bytes]) -> None:
+        self._put(_Item(frames))
 
     def _put(self, item: _Item) -> None:
         if self._closed:
@@ -189,7 +212,7 @@ async def write_fairly(outbox: Outbox, write: Callable[[bytes], Awaitable[None]]
 
 
 class SessionLink:
-    def __init__(self, session: Session, outbox: Outbox) -> None:
+    def __init__(self, session: Session, outbox: FrameSink) -> None:
         self.session = session
         self._outbox = outbox
         self._lock = threading.Lock()
@@ -220,32 +243,39 @@ class SessionLink:
     def send(self, message: Message) -> None:
         """Encode and queue a message (the `send` of HostThreads and EnclaveThreads)."""
         with self._locked():
-            if isinstance(message, Call):
-                frames = self.session.send_call(message)
-            elif isinstance(message, Result):
-                try:
-                    frames = self.session.send_result(message)
-                except ResourceExhaustedError as exc:
-                    # Too large to send: the caller gets that error instead of waiting forever for an answer.
-                    frames = self.session.send_result(Result(message.call_id, message.thread, exc.status))
-                except AsyloError:
-                    raise  # not an answer the session expects: nobody waits for it
-                except Exception as exc:  # no memory to encode it (MemoryError): the same, for the same reason
-                    status = Status(StatusCode.RESOURCE_EXHAUSTED, f"the result could not be encoded: {exc!r}")
-                    frames = self.session.send_result(Result(message.call_id, message.thread, status))
-            else:
-                assert isinstance(message, ThreadGone)
-                if not self.session.is_open:
-                    return
-                if self.session.calls_in_progress(message.thread):
-                    # Its host thread stopped waiting (an interrupt) while the enclave side still works on its calls:
-                    # the enclave side hears of it once they are over.
-                    self._gone_when_idle.add(message.thread)
-                    return
-                frames = [self.session.send_thread_gone(message.thread)]
-            # Several frames: a header and the fragments of a body of the extents' size (see Session._encode).
-            extents = message.extents if isinstance(message, Call | Result) else ()
-            self._outbox.put(frames, body=sum(len(extent) for extent in extents) if len(frames) > 1 else 0)
+            encoded = self._encode(message)
+        if encoded is not None:
+            frames, body = encoded
+            self._outbox.put(frames, body=body)
+
+    def _encode(self, message: Message) -> tuple[Sequence[bytes], int] | None:
+        """The frames of `message` and the size of the body they carry (0: one frame), or None: nothing to send."""
+        if isinstance(message, Call):
+            frames = self.session.send_call(message)
+        elif isinstance(message, Result):
+            try:
+                frames = self.session.send_result(message)
+            except ResourceExhaustedError as exc:
+                # Too large to send: the caller gets that error instead of waiting forever for an answer.
+                frames = self.session.send_result(Result(message.call_id, message.thread, exc.status))
+            except AsyloError:
+                raise  # not an answer the session expects: nobody waits for it
+            except Exception as exc:  # no memory to encode it (MemoryError): the same, for the same reason
+                status = Status(StatusCode.RESOURCE_EXHAUSTED, f"the result could not be encoded: {exc!r}")
+                frames = self.session.send_result(Result(message.call_id, message.thread, status))
+        else:
+            assert isinstance(message, ThreadGone)
+            if not self.session.is_open:
+                return None
+            if self.session.calls_in_progress(message.thread):
+                # Its host thread stopped waiting (an interrupt) while the enclave side still works on its calls:
+                # the enclave side hears of it once they are over.
+                self._gone_when_idle.add(message.thread)
+                return None
+            frames = [self.session.send_thread_gone(message.thread)]
+        # Several frames: a header and the fragments of a body of the extents' size (see Session._encode).
+        extents = message.extents if isinstance(message, Call | Result) else ()
+        return frames, sum(len(extent) for extent in extents) if len(frames) > 1 else 0
 
     def receive(self, data: bytes) -> list[Event]:
         """Events of one gRPC message (one or more frames); a malformed message is a protocol violation."""
@@ -257,13 +287,30 @@ class SessionLink:
             events: list[Event] = []
             for frame in frames:
                 events += self.session.receive(frame)
-            pongs = self.session.data_to_send()
-            if pongs:  # answered at once: the peer's deadline runs from its ping
-                with contextlib.suppress(EnclaveUnavailable):
-                    self._outbox.put(pongs)
+            self._send_pongs()
             if self._gone_when_idle:  # hardly ever: an interrupted host thread whose calls were still running
                 self._report_idle_threads()
             return events
+
+    def receive_frame(self, frame: bytes | memoryview) -> list[Event]:
+        """Events of one frame (the direct stream's unit: one record)."""
+        with self._locked():
+            events = self.session.receive(frame)
+            self._send_pongs()
+            if self._gone_when_idle:
+                self._report_idle_threads()
+            return events
+
+    def _send_pongs(self) -> None:
+        pongs = self.session.data_to_send()
+        if pongs:  # answered at once: the peer's deadline runs from its ping
+            with contextlib.suppress(EnclaveUnavailable):
+                self._outbox.put_soon(pongs)
+
+    def fail(self, message: str, code: StatusCode = StatusCode.INTERNAL) -> list[Event]:
+        """End the session for a violation the transport found (a malformed message or record)."""
+        with self._locked():
+            return self.session.fail(message, code)
 
     def _report_idle_threads(self) -> None:
         """Tell the enclave side of ended host threads whose last calls are now over (the lock is held)."""
@@ -271,7 +318,7 @@ class SessionLink:
             self._gone_when_idle.discard(thread)
             if self.session.is_open:
                 with contextlib.suppress(EnclaveUnavailable):
-                    self._outbox.put([self.session.send_thread_gone(thread)])
+                    self._outbox.put_soon([self.session.send_thread_gone(thread)])
 
     def tick(self, now: float) -> SessionEnded | None:
         """Send the pings due at `now`; the SessionEnded if the peer left our last one unanswered too long."""
@@ -282,21 +329,22 @@ class SessionLink:
                 return exc.ended
             if frames:
                 with contextlib.suppress(EnclaveUnavailable):
-                    self._outbox.put(frames)
+                    self._outbox.put_soon(frames)
             return None
 
     def goodbye(self, status: Status) -> None:
         """Say goodbye (if the session is still open) and end the stream; safe to call more than once."""
-        with self._locked(), contextlib.suppress(EnclaveUnavailable):
-            self._outbox.close([self.session.send_goodbye(status)] if self.session.is_open else [])
+        with self._locked():
+            frames = [self.session.send_goodbye(status)] if self.session.is_open else []
+        with contextlib.suppress(EnclaveUnavailable):
+            self._outbox.close(frames)
 
     def send_raw(self, frames: list[bytes]) -> None:
-        """Queue frames the session already produced (a goodbye after a violation) and end the stream."""
-        with self._locked():
-            try:
-                self._outbox.close(frames)
-            except EnclaveUnavailable:
-                _log.debug("could not send the final frames: the connection is closed")
+        """Send frames the session already produced (a goodbye after a violation) and end the stream."""
+        try:
+            self._outbox.close(frames)
+        except EnclaveUnavailable:
+            _log.debug("could not send the final frames: the connection is closed")
 
 
 async def keep_alive(link: SessionLink, on_ended: Callable[[SessionEnded], None],

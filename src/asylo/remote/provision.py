@@ -24,7 +24,8 @@ from asylo.identity import SimPlatformKey
 from asylo.identity.machine import PlatformOptions
 from asylo.remote.child_process import ListeningChild
 from asylo.remote.credentials import ClientCredentials
-from asylo.status import InvalidArgumentError
+from asylo.remote.transports import DEFAULT_TRANSPORT, Transport, check_transport, default_transport
+from asylo.status import FailedPreconditionError, InvalidArgumentError
 
 _log = logging.getLogger(__name__)
 _proxy_log = logging.getLogger("asylo.proxy")
@@ -50,14 +51,18 @@ class ProvisionedProxy:
     #: Fingerprints of platforms the provisioning vouches for (local provisioning: this machine's simulated
     #: platform, which the proxy it starts uses). The host believes evidence signed by these.
     trusted_platforms: tuple[str, ...] = ()
+    #: How the proxy takes its session: "direct" (a TCP/TLS/vsock stream) or "grpc" (see `asylo.remote.transports`).
+    transport: Transport = DEFAULT_TRANSPORT
 
 
 class RemoteProvision(ABC):
     """Gets a proxy for one enclave session. Subclasses decide where the proxy runs."""
 
     @abstractmethod
-    def provision(self, image_path: Path) -> ProvisionedProxy:
-        """Start (or find) a proxy hosting the image at `image_path`; the caller must call `release` when done."""
+    def provision(self, image_path: Path, *, transport: Transport | None = None) -> ProvisionedProxy:
+        """Start (or find) a proxy hosting the image at `image_path`, serving `transport` (None: the provisioning's
+        own choice; a provisioning that cannot serve the one asked for raises FailedPreconditionError); the caller
+        must call `release` when done. (The host passes `transport` only when its config names one.)"""
 
     @staticmethod
     def instantiate(address: str | None = None, *, credentials: ClientCredentials | None = None,
@@ -97,10 +102,11 @@ class LocalProvision(RemoteProvision):
     def __init__(self, *, tls: ProxyTls | None = None, credentials: ClientCredentials | None = None,
                  startup_timeout: float = 30.0, hello_timeout: float = 30.0,
                  python: str = sys.executable, platform_state: Path | None = None,
-                 platform: PlatformOptions | None = None) -> None:
+                 platform: PlatformOptions | None = None, transport: Transport | None = None) -> None:
         if (tls is None) != (credentials is None or credentials.insecure):
             raise ValueError("LocalProvision: give tls= (for the proxy) and TLS credentials= (for the host) together")
         self._tls = tls
+        self._transport = check_transport(transport) if transport is not None else None
         self._credentials = credentials or ClientCredentials.insecure_loopback()
         self._startup_timeout = startup_timeout
         self._hello_timeout = hello_timeout
@@ -120,10 +126,12 @@ class LocalProvision(RemoteProvision):
             return ()
         return (SimPlatformKey.load_or_create(self._platform_state).fingerprint,)
 
-    def provision(self, image_path: Path) -> ProvisionedProxy:
+    def provision(self, image_path: Path, *, transport: Transport | None = None) -> ProvisionedProxy:
+        chosen = check_transport(transport or self._transport or default_transport())
         token = secrets.token_bytes(32)
         args = [self._python, "-m", "asylo", "proxy", "--image", os.fspath(image_path), "--listen", "127.0.0.1:0",
-                "--token-stdin", "--exit-with-parent", "--hello-timeout", str(self._hello_timeout)]
+                "--token-stdin", "--exit-with-parent", "--hello-timeout", str(self._hello_timeout),
+                "--transport", chosen]
         if self._tls is not None:
             args += self._tls.args()
         args += self._platform_options.proxy_args()
@@ -135,17 +143,23 @@ class LocalProvision(RemoteProvision):
             proxy.release()
             raise
         return ProvisionedProxy(f"127.0.0.1:{port}", token, self._credentials, proxy.release, proxy.pid,
-                                self._trusted_platforms)
+                                self._trusted_platforms, chosen)
 
 
 class DirectProvision(RemoteProvision):
-    """A proxy that is already running (started by hand with `asylo proxy`): its address and token, and the
-    fingerprints of the platforms to trust for its evidence (`asylo platform show` on its machine)."""
+    """A proxy that is already running (started by hand with `asylo proxy`): its address and token, the
+    fingerprints of the platforms to trust for its evidence (`asylo platform show` on its machine), and the
+    transport it was started with (its `--transport`)."""
 
     def __init__(self, target: str, token: bytes, *, credentials: ClientCredentials | None = None,
-                 trusted_platforms: Sequence[str] = ()) -> None:
+                 trusted_platforms: Sequence[str] = (), transport: Transport | None = None) -> None:
         self._proxy = ProvisionedProxy(target, token, credentials or ClientCredentials.insecure_loopback(),
-                                       trusted_platforms=tuple(trusted_platforms))
+                                       trusted_platforms=tuple(trusted_platforms),
+                                       transport=check_transport(transport or default_transport()))
 
-    def provision(self, image_path: Path) -> ProvisionedProxy:
+    def provision(self, image_path: Path, *, transport: Transport | None = None) -> ProvisionedProxy:
+        if transport is not None and transport != self._proxy.transport:
+            raise FailedPreconditionError(f"the proxy at {self._proxy.target} serves the {self._proxy.transport} "
+                                          f"transport, not {transport} (DirectProvision(..., transport=...) says "
+                                          f"which it was started with)")
         return self._proxy

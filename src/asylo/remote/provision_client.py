@@ -24,7 +24,8 @@ from asylo.remote.credentials import ClientCredentials
 from asylo.remote.provision import ProvisionedProxy, RemoteProvision
 from asylo.remote.provision_api import PROVISION_SERVICE
 from asylo.remote.service import error_from_rpc
-from asylo.status import InvalidArgumentError, NotFoundError
+from asylo.remote.transports import TRANSPORTS, Transport, check_transport
+from asylo.status import FailedPreconditionError, InvalidArgumentError, NotFoundError
 
 _log = logging.getLogger(__name__)
 
@@ -65,9 +66,9 @@ class ServerProvision(RemoteProvision):
 
     # -- RemoteProvision ------------------------------------------------------------------------------------------
 
-    def provision(self, image_path: Path) -> ProvisionedProxy:
+    def provision(self, image_path: Path, *, transport: Transport | None = None) -> ProvisionedProxy:
         measurement = load_image(image_path).measurement
-        request = provision_pb2.ProvisionRequest(measurement=measurement)
+        request = provision_pb2.ProvisionRequest(measurement=measurement, transport=transport or "")
         try:
             answer = self._call("Provision", request, provision_pb2.ProvisionResponse)
         except NotFoundError:
@@ -78,8 +79,13 @@ class ServerProvision(RemoteProvision):
         host = answer.proxy_host or self._host.strip("[]")
         session_id = answer.session_id
         _log.info("provisioned session %s (%s) at %s", session_id, answer.image.name, host)
+        served = answer.transport or "grpc"  # a server from before the choice serves gRPC
+        if served not in TRANSPORTS or (transport is not None and served != transport):
+            self._release_quietly(session_id)
+            raise FailedPreconditionError(f"the provision server's proxy serves the {served!r} transport, not "
+                                          f"{transport or 'one this host speaks'}")
         return ProvisionedProxy(join_host_port(host, answer.proxy_port), answer.token, self._credentials,
-                                lambda: self._release_quietly(session_id))
+                                lambda: self._release_quietly(session_id), transport=check_transport(served))
 
     # -- the rest of the API ---------------------------------------------------------------------------------------
 

@@ -41,9 +41,11 @@ from asylo.remote.child_process import (
 )
 from asylo.remote.child_process import exit_with_parent as exit_with_parent_process
 from asylo.remote.credentials import ServerCredentials
+from asylo.remote.direct_server import DirectEnclaveProxyServer
 from asylo.remote.provision import READY_PREFIX
 from asylo.remote.provision_api import CERTIFICATE_SHA256_SIZE
 from asylo.remote.server import RemoteEnclaveProxyServer
+from asylo.remote.transports import DEFAULT_TRANSPORT, Transport
 from asylo.status import AsyloError, FailedPreconditionError, Status, StatusCode
 
 _log = logging.getLogger(__name__)
@@ -142,14 +144,14 @@ def check_measurement(image: VerifiedImage, expected: bytes | None, path: str) -
 async def run_proxy(image_path: str, token: bytes, *, listen: str, credentials: ServerCredentials,
                     hello_timeout: float, exit_with_parent: bool, idle_timeout: float | None = None,
                     expect_measurement: bytes | None = None, client_cert_sha256: bytes | None = None,
-                    platform_key: PlatformProvider | None = None) -> int:
+                    platform_key: PlatformProvider | None = None, transport: Transport = DEFAULT_TRANSPORT) -> int:
     """Serve one session; return the process's exit code (0: the session ended in order). With
     `expect_measurement`, an image with another measurement is refused (FailedPreconditionError) before listening;
     with `client_cert_sha256`, only the host with that client certificate is served."""
     image = load_image(image_path)
     check_measurement(image, expect_measurement, image_path)
     try:
-        server = RemoteEnclaveProxyServer(image, token, credentials=credentials, hello_timeout=hello_timeout,
+        server = _server_class(transport)(image, token, credentials=credentials, hello_timeout=hello_timeout,
                                           idle_timeout=idle_timeout, client_cert_sha256=client_cert_sha256,
                                           platform_key=platform_key)
     except ValueError as exc:
@@ -163,7 +165,8 @@ async def run_proxy(image_path: str, token: bytes, *, listen: str, credentials: 
 
 
 async def run_standby_proxy(*, listen: str, credentials: ServerCredentials, hello_timeout: float,
-                            idle_timeout: float | None = None, platform_key: PlatformProvider | None = None) -> int:
+                            idle_timeout: float | None = None, platform_key: PlatformProvider | None = None,
+                            transport: Transport = DEFAULT_TRANSPORT) -> int:
     """Listen, print READY, wait for the assignment on standard input, then serve one session as `run_proxy`.
 
     The parent's pipe is the lifeline throughout: if it closes before the assignment, there is nothing to finalize
@@ -171,7 +174,7 @@ async def run_standby_proxy(*, listen: str, credentials: ServerCredentials, hell
     verify, or that has another measurement than the assignment expects) is reported on standard error and ends
     the proxy with exit code 1.
     """
-    server = RemoteEnclaveProxyServer.standby(credentials=credentials, hello_timeout=hello_timeout,
+    server = _server_class(transport).standby(credentials=credentials, hello_timeout=hello_timeout,
                                               idle_timeout=idle_timeout, platform_key=platform_key)
     port = await server.start(listen)
     loop = asyncio.get_running_loop()
@@ -203,6 +206,10 @@ async def run_standby_proxy(*, listen: str, credentials: ServerCredentials, hell
         raise AssignmentError(str(exc)) from None
     print(f"{ASSIGNED_PREFIX}{image.measurement.hex()}", flush=True)
     return await _serve(server, hello_timeout)
+
+
+def _server_class(transport: Transport) -> type[RemoteEnclaveProxyServer]:
+    return DirectEnclaveProxyServer if transport == "direct" else RemoteEnclaveProxyServer
 
 
 class AssignmentError(Exception):
