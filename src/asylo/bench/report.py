@@ -1,4 +1,4 @@
-"""The benchmark's results: rows that compare the project to its baseline, the table, the JSON."""
+"""The benchmark's results: rows that compare the project to its baselines, the table, the JSON."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ SCHEMA = "asylo-bench/1"
 
 @dataclass
 class Row:
-    """One comparison: the project's median against the baseline's (the raw grpc.aio stream, timed on its loop).
+    """One comparison: the project's median against the baseline's (the raw grpc.aio stream, timed on its loop),
+    with the floor under it (the raw blocking-TCP echo) and the project over its gRPC transport beside it.
 
-    `target` bounds `ratio` (project / baseline): at most `target` where lower is better (latency), at least
-    `target` where higher is better (throughput); None for rows shown for information.
+    `target` bounds `ratio` (project / baseline) and `tcp_target` bounds `ratio_tcp` (project / raw TCP): at most
+    the target where lower is better (latency), at least where higher is better (throughput); None for rows shown
+    for information. A row meets its targets when it meets every one it has.
     """
 
     key: str
@@ -29,6 +31,17 @@ class Row:
     target: float | None = None
     #: What the baseline column is, where it is not the plain raw in-loop stream of the same thing.
     baseline_note: str = ""
+    #: The raw blocking-TCP echo doing the same thing (None where there is nothing to compare it with).
+    raw_tcp: Series | None = None
+    #: The same measurement over the project's gRPC transport ("asylo" is the default transport).
+    asylo_grpc: Series | None = None
+    tcp_target: float | None = None
+    #: What the raw TCP column is, where it is not the same thing over a blocking socket.
+    tcp_note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.tcp_target is not None and self.raw_tcp is None:
+            raise ValueError(f"{self.key}: a target against raw TCP needs a raw TCP measurement")
 
     @property
     def higher_is_better(self) -> bool:
@@ -36,20 +49,44 @@ class Row:
 
     @property
     def ratio(self) -> float:
-        baseline = self.baseline.median
-        return self.asylo.median / baseline if baseline else math.nan
+        return _ratio(self.asylo, self.baseline)
+
+    @property
+    def ratio_tcp(self) -> float | None:
+        """asylo / raw TCP, where there is a raw TCP measurement."""
+        return None if self.raw_tcp is None else _ratio(self.asylo, self.raw_tcp)
+
+    @property
+    def ratio_grpc(self) -> float | None:
+        """asylo over its gRPC transport / the baseline, where the row has it."""
+        return None if self.asylo_grpc is None else _ratio(self.asylo_grpc, self.baseline)
+
+    def _within(self, ratio: float, target: float) -> bool:
+        return ratio >= target if self.higher_is_better else ratio <= target
 
     @property
     def met(self) -> bool | None:
-        if self.target is None:
+        checks = [(self.ratio, self.target)]
+        if self.ratio_tcp is not None:
+            checks.append((self.ratio_tcp, self.tcp_target))
+        bounded = [(ratio, target) for ratio, target in checks if target is not None]
+        if not bounded:
             return None
-        return self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
+        return all(self._within(ratio, target) for ratio, target in bounded)
+
+    @property
+    def _op(self) -> str:
+        return ">=" if self.higher_is_better else "<="
 
     @property
     def target_text(self) -> str:
-        if self.target is None:
-            return "(info)"
-        return f"{'>=' if self.higher_is_better else '<='} {self.target:g}x"
+        parts = [] if self.target is None else [f"{self._op} {self.target:g}x"]
+        if self.tcp_target is not None:
+            parts.append(f"tcp {self._op} {self.tcp_target:g}x")
+        return ", ".join(parts) or "(info)"
+
+    def _target_json(self, target: float | None) -> dict[str, object] | None:
+        return None if target is None else {"op": self._op, "ratio": target}
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -59,13 +96,27 @@ class Row:
             "better": "higher" if self.higher_is_better else "lower",
             "baseline": self.baseline.to_json(),
             "baseline_note": self.baseline_note,
-            "raw_sync": None if self.raw_sync is None else self.raw_sync.to_json(),
+            "raw_sync": _series_json(self.raw_sync),
+            "raw_tcp": _series_json(self.raw_tcp),
+            "raw_tcp_note": self.tcp_note,
             "asylo": self.asylo.to_json(),
+            "asylo_grpc": _series_json(self.asylo_grpc),
             "ratio": self.ratio,
-            "target": None if self.target is None else {"op": ">=" if self.higher_is_better else "<=",
-                                                        "ratio": self.target},
+            "ratio_tcp": self.ratio_tcp,
+            "ratio_grpc": self.ratio_grpc,
+            "target": self._target_json(self.target),
+            "target_tcp": self._target_json(self.tcp_target),
             "met": self.met,
         }
+
+
+def _ratio(numerator: Series, denominator: Series) -> float:
+    below = denominator.median
+    return numerator.median / below if below else math.nan
+
+
+def _series_json(series: Series | None) -> dict[str, object] | None:
+    return None if series is None else series.to_json()
 
 
 def _number(value: float, unit: str) -> str:
@@ -76,15 +127,24 @@ def _number(value: float, unit: str) -> str:
     return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.1f} {unit}"
 
 
+def _cell(series: Series | None, unit: str) -> str:
+    return "-" if series is None else _number(series.median, unit)
+
+
+def _times(ratio: float | None) -> str:
+    return "-" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}x"
+
+
 def format_table(rows: list[Row]) -> str:
-    header = ("measurement", "raw aio (in-loop)", "raw sync", "asylo", "ratio", "target", "result")
+    header = ("measurement", "raw aio (in-loop)", "raw sync", "raw tcp", "asylo", "asylo grpc", "ratio", "vs tcp",
+              "target", "result")
     body = []
     for row in rows:
         unit = row.asylo.unit
         result = {None: "", True: "PASS", False: "MISS"}[row.met]
-        body.append((row.label, _number(row.baseline.median, unit),
-                     "-" if row.raw_sync is None else _number(row.raw_sync.median, unit),
-                     _number(row.asylo.median, unit), f"{row.ratio:.2f}x", row.target_text, result))
+        body.append((row.label, _number(row.baseline.median, unit), _cell(row.raw_sync, unit),
+                     _cell(row.raw_tcp, unit), _number(row.asylo.median, unit), _cell(row.asylo_grpc, unit),
+                     _times(row.ratio), _times(row.ratio_tcp), row.target_text, result))
     widths = [max(len(line[i]) for line in (header, *body)) for i in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
@@ -92,7 +152,8 @@ def format_table(rows: list[Row]) -> str:
                           for i, (cell, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     rule = "-+-".join("-" * w for w in widths)
-    notes = [f"  {row.label}: baseline is {row.baseline_note}" for row in rows if row.baseline_note]
+    notes = [f"  {row.label}: {column} is {note}" for row in rows
+             for column, note in (("baseline", row.baseline_note), ("raw tcp", row.tcp_note)) if note]
     return "\n".join([line(header), rule, *(line(cells) for cells in body), *(["notes:", *notes] if notes else [])])
 
 
