@@ -82,7 +82,7 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     assert rows["empty_call_64"]["target_tcp"] == {"op": "<=", "ratio": 2.5}
     assert rows["bulk_upload_then_download"]["target"] == {"op": ">=", "ratio": 1.0}
     assert rows["empty_call_65536"]["target"] is rows["empty_call_65536"]["target_tcp"] is None
-    assert document["environment"]["transports"] == {"asylo": "default", "asylo_grpc": "default"}
+    assert document["environment"]["transports"] == {"asylo": "direct", "asylo_grpc": "grpc"}
     for key in ("empty_call_64", "empty_call_65536", "empty_call_1048576", "threads", "bulk"):
         assert rows[key]["asylo"]["median"] > 0
         assert math.isclose(rows[key]["ratio"], rows[key]["asylo"]["median"] / rows[key]["baseline"]["median"])

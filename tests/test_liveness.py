@@ -102,13 +102,16 @@ def test_a_result_the_network_drops_fails_the_call_within_5_s(manager: asylo.Enc
 def test_a_flipped_bit_in_grpc_s_length_prefix_fails_the_call_within_5_s(manager: asylo.EnclaveManager,
                                                                          primitives_image_file: Path) -> None:
     """One bit of gRPC's own length prefix of the result flipped (plaintext gRPC): the host's gRPC waits for 64 KiB
-    that never come, and the proxy's pongs wait behind them; the host's ping deadline ends the session."""
+    that never come, and the proxy's pongs wait behind them; the host's ping deadline ends the session. (Over the
+    direct stream the same with its record length; there the proxy, whose pings the host never reads either, may
+    give up first, and the host then reads the end of the stream inside the bogus record.)"""
     client, relay = load_relayed(manager, primitives_image_file)
     pid = proxy_pid(client)
     took, error = failed_call(client, relay, "flip")
     print(f"flipped length prefix: the call failed {took:.2f} s later: {error.message}")
     assert took < DETECTION_BOUND
-    assert "no answer to a ping" in error.message
+    assert "no answer to a ping" in error.message or (
+        isinstance(client.loaded_enclave, DirectEnclaveProxyClient) and "in the middle of a record" in error.message)
     manager.destroy_enclave(client)
     assert not Path(f"/proc/{pid}").exists()
 

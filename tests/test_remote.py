@@ -133,6 +133,23 @@ def test_an_interrupt_while_a_call_goes_out_leaves_the_thread_usable(load_primit
         assert eventually(lambda: from_u64(client.call("worker_count")) == 1, timeout=10)
 
 
+def test_ctrl_c_while_waiting_leaves_the_thread_usable(load_primitives: Load) -> None:
+    """A real SIGINT while the main thread waits for a long call (over the direct stream it is the thread reading
+    the socket): KeyboardInterrupt, and the same thread's next calls work."""
+    assert threading.current_thread() is threading.main_thread()
+    client = load_primitives()
+    assert client.call("echo", b"warm") == b"warm"
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.call("sleep", u64(1500))
+    finally:
+        timer.join()
+    for i in range(3):
+        assert client.call("echo", f"after {i}".encode()) == f"after {i}".encode()
+
+
 def test_an_interrupt_after_the_answer_came_retires_the_old_enclave_thread(load_primitives: Load,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     client = load_primitives()

@@ -11,11 +11,12 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import asylo
 from asylo.bench.gang import Gang
 from asylo.image import build_image, generate_signing_key, write_image
+from asylo.remote import transports as remote_transports
+from asylo.remote.transports import Transport
 from asylo.status import InternalError
 
 ENCLAVE_DIR = Path(__file__).parent / "enclave"
@@ -25,12 +26,10 @@ ECHO = 300
 NESTED = 301
 HOST_ECHO = 400
 
-#: The `transport` of each remote column: "asylo" (the configuration's default) and "asylo grpc". None passes no
-#: `transport` at all. Until #12's direct stream lands (`RemoteProxyClientConfig(transport="direct" | "grpc")`), the
-#: keyword does not exist and both are None, so both columns measure the gRPC stream; once it does, GRPC_TRANSPORT
-#: becomes "grpc" and DEFAULT_TRANSPORT stays None (the default, direct).
-DEFAULT_TRANSPORT: str | None = None
-GRPC_TRANSPORT: str | None = None
+#: The `transport` of each remote column: "asylo" (the default, the direct stream: named, so that ASYLO_TRANSPORT in
+#: the environment cannot change what the column measures) and "asylo grpc".
+DEFAULT_TRANSPORT: Transport | None = remote_transports.DEFAULT_TRANSPORT
+GRPC_TRANSPORT: Transport | None = "grpc"
 
 
 @contextlib.contextmanager
@@ -49,15 +48,13 @@ def _host_echo(extents: list[bytes]) -> Sequence[bytes]:
 class RemoteBench:
     """One remote benchmark enclave and the measurements made through it."""
 
-    def __init__(self, image_path: Path, *, attestation: bool = True, transport: str | None = None) -> None:
+    def __init__(self, image_path: Path, *, attestation: bool = True, transport: Transport | None = None) -> None:
         """`attestation` False: the same session without the attested handshake and record encryption, only to
         measure what they cost. `transport`: the proxy configuration's, if given (None: its default)."""
         exit_calls = asylo.ExitCallRegistry()
         exit_calls.register_selector(HOST_ECHO, _host_echo)
         self._manager = asylo.EnclaveManager()
-        # Only when asked for: a configuration without the keyword (before #12's second transport) still works.
-        chosen: dict[str, Any] = {} if transport is None else {"transport": transport}
-        proxy = asylo.RemoteProxyClientConfig(asylo.LocalProvision(), attestation=attestation, **chosen)
+        proxy = asylo.RemoteProxyClientConfig(asylo.LocalProvision(), attestation=attestation, transport=transport)
         try:
             self.client = self._manager.load_enclave(asylo.EnclaveLoadConfig(
                 ENCLAVE_NAME, remote=asylo.RemoteLoadConfig(image_path, proxy=proxy, debug=True),

@@ -169,24 +169,26 @@ class DirectEnclaveProxyClient:
         if ended is None:
             return not self._ended.is_set()
         _log.warning("ending the session: %s", ended.status.message)
+        # Callers hear this reason, not what the goodbye's aftermath (the proxy closing) would make the reader say.
+        self._end(str(ended.status), cut=False)
         if ended.goodbye is not None:
             self._link.send_raw([ended.goodbye])
-        self._end(str(ended.status))
+        self._stream.shutdown()
         return False
 
     def _broken(self, reason: str) -> None:
         """A write failed: frames are lost, so the session is over."""
         self._end(f"writing to the enclave's proxy failed: {reason}")
 
-    def _end(self, reason: str) -> None:
-        """The session is over: every caller is told, and the stream is cut (which wakes a blocked reader)."""
-        if self._ended.is_set():
-            return
-        self._ended.set()
-        message = f"enclave {self._name!r} is unavailable: {reason}"
-        self._turn.end(message)
-        self._host.close(message)
-        self._stream.shutdown()
+    def _end(self, reason: str, *, cut: bool = True) -> None:
+        """The session is over: every caller is told, and (`cut`) the stream is cut, which wakes a blocked reader."""
+        if not self._ended.is_set():
+            self._ended.set()
+            message = f"enclave {self._name!r} is unavailable: {reason}"
+            self._turn.end(message)
+            self._host.close(message)
+        if cut:
+            self._stream.shutdown()
 
     # -- LoadedEnclave -------------------------------------------------------------------------------------------
 
