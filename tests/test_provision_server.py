@@ -125,6 +125,34 @@ def test_answer_names_a_reachable_proxy_and_a_fresh_token(server: ServerProcess)
     assert not wait_gone(server.proxy_pids())
 
 
+@pytest.mark.parametrize("served", ["direct", "grpc"])
+def test_the_answer_names_the_transport_and_another_is_refused(
+        start_server: Callable[..., ServerProcess], images_dir: Path, manager: asylo.EnclaveManager,
+        served: str) -> None:
+    """A provision server's proxies serve one transport (`--transport`): its answer says which, a host that asks
+    for it gets a session over it, and one that asks for the other is refused."""
+    server = start_server("--transport", served)
+    try:
+        answer = alice(server).provision_by_name("primitives")
+        alice(server).release(answer.session_id)
+        assert answer.transport == served
+        other = "grpc" if served == "direct" else "direct"
+        image = images_dir / "primitives.aimg"
+        with pytest.raises(asylo.FailedPreconditionError,
+                           match=f"proxies serve the {served} transport, not '{other}'"):
+            alice(server).provision(image, transport=other)  # type: ignore[arg-type]
+        config = asylo.RemoteProxyClientConfig(alice(server), trusted_platforms=(run_platform(),),
+                                               transport=served)  # type: ignore[arg-type]
+        client = manager.load_enclave(asylo.EnclaveLoadConfig(
+            "named", remote=asylo.RemoteLoadConfig(image, proxy=config)))
+        assert type(client.loaded_enclave).__name__ == ("DirectEnclaveProxyClient" if served == "direct"
+                                                         else "RemoteEnclaveProxyClient")
+        assert client.call("square", u64(7)) == u64(49)
+        manager.destroy_enclave(client)
+    finally:
+        server.stop()
+
+
 def test_list_images(server: ServerProcess) -> None:
     names = {image.name for image in alice(server).images()}
     assert names == {"primitives", "quickstart"}

@@ -61,6 +61,7 @@ BOB_SCRIPT = """
 import os
 import sys
 import asylo
+
 target, token, ca, cert, key, alice_cert, alice_key, image = sys.argv[1:]
 for what, (c, k, t) in {"bob-cert": (cert, key, bytes.fromhex(token)),
                         "wrong-token": (alice_cert, alice_key, bytes(32))}.items():
@@ -95,6 +96,10 @@ def _why_no_namespaces() -> str | None:
         return f"cannot create a network namespace (needs root or CAP_NET_ADMIN): {detail}"
     _ip("netns", "del", probe)
     return None
+
+
+#: Both session transports, each with TLS between the machines (see conftest's `transport`).
+pytestmark = pytest.mark.usefixtures("transport")
 
 
 @pytest.fixture(scope="module")
