@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import threading
 
+from collections.abc import Sequence
+
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from asylo.status import DataLossError, InvalidArgumentError
@@ -38,11 +41,12 @@ class RecordError(DataLossError):
 class _RecordState:
     """What both ends of one direction share: the cipher (set up once), the label and the counter."""
 
-    __slots__ = ("_aead", "_dead", "_direction", "_lock", "_seq")
+    __slots__ = ("_aead", "_dead", "_direction", "_key", "_lock", "_seq")
 
     def __init__(self, key: bytes, direction: bytes) -> None:
         if not isinstance(key, bytes | bytearray) or len(key) != RECORD_KEY_SIZE:
             raise InvalidArgumentError(f"record key must be {RECORD_KEY_SIZE} bytes (AES-256)")
+        self._key = algorithms.AES(bytes(key))
         if not isinstance(direction, bytes) or not 0 < len(direction) <= _MAX_DIRECTION_SIZE:
             raise InvalidArgumentError(f"record direction must be a label of 1 to {_MAX_DIRECTION_SIZE} bytes")
         self._aead = AESGCM(bytes(key))
@@ -83,6 +87,38 @@ class RecordSealer(_RecordState):
             with self._lock:
                 self._dead = True
             raise RecordError(f"cannot seal record {seq}: {exc}") from exc
+
+
+    def seal_into(self, parts: Sequence[bytes | bytearray | memoryview], out: memoryview) -> int:
+        """The record of the concatenation of `parts`, written into `out`; its length. The same record as
+        `seal(b"".join(parts))`, without the join or a fresh buffer: a large body's fragment goes from the caller's
+        extents into `out` in one pass of the cipher (a fresh megabyte per record costs more than encrypting it).
+        `out` needs room for the plaintext, the tag and 15 bytes the cipher may use."""
+        size = sum(len(part) for part in parts)
+        if len(out) < size + TAG_SIZE + 15:
+            raise InvalidArgumentError(f"a {size}-byte record needs {size + TAG_SIZE + 15} bytes of room")
+        with self._lock:
+            if self._dead:
+                raise RecordError("record sealer is closed after an earlier failure")
+            seq = self._seq
+            if seq >= MAX_RECORDS:
+                self._dead = True
+                raise RecordError(f"record sequence numbers exhausted after {MAX_RECORDS} records; start a new session")
+            self._seq = seq + 1
+        nonce, aad = self._nonce_and_aad(seq)
+        try:
+            encryptor = Cipher(self._key, modes.GCM(nonce)).encryptor()
+            encryptor.authenticate_additional_data(aad)
+            written = 0
+            for part in parts:
+                written += encryptor.update_into(part, out[written:])
+            encryptor.finalize()
+            out[written:written + TAG_SIZE] = encryptor.tag
+        except (OverflowError, TypeError, ValueError) as exc:
+            with self._lock:
+                self._dead = True
+            raise RecordError(f"cannot seal record {seq}: {exc}") from exc
+        return written + TAG_SIZE
 
 
 class RecordOpener(_RecordState):

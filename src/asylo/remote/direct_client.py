@@ -56,7 +56,7 @@ class DirectEnclaveProxyClient:
         self._stream = stream
         self._session = session
         self._writer = DirectWriter(stream, session.seal, body_budget=session.limits.max_reassembly_bytes,
-                                    on_broken=self._broken)
+                                    on_broken=self._broken, seal_into=session.seal_into)
         self._link = SessionLink(session, self._writer)
         self._turn = ReadTurn(self._read_one)
         self._host = HostThreads(self._link.send, exit_handler, next_message=self._turn.next_message)

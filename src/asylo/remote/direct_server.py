@@ -179,7 +179,7 @@ class DirectEnclaveProxyServer(RemoteEnclaveProxyServer):
         activity = _Activity()
         # The hello settled the session's limits: the writer's budget is the negotiated one.
         writer = DirectWriter(stream, session.seal, body_budget=session.limits.max_reassembly_bytes,
-                              on_broken=lambda reason: stream.shutdown())
+                              on_broken=lambda reason: stream.shutdown(), seal_into=session.seal_into)
         link = SessionLink(session, writer)
         try:
             hosted = self._load(hello, link, activity, platform)

@@ -110,6 +110,15 @@ class RecordStream:
         except (OSError, ValueError) as exc:  # ValueError: the socket was closed under us
             raise EnclaveUnavailable(f"the connection to {self.peer} is gone: {exc}") from None
 
+    def write_framed(self, buffer: bytearray, length: int) -> None:
+        """The record already in `buffer[HEADER_SIZE:HEADER_SIZE + length]`: its length goes in front, in the room
+        left for it, and both leave in one send, straight from the buffer."""
+        _HEADER.pack_into(buffer, 0, length)
+        try:
+            self._sock.sendall(memoryview(buffer)[:HEADER_SIZE + length])
+        except (OSError, ValueError) as exc:
+            raise EnclaveUnavailable(f"the connection to {self.peer} is gone: {exc}") from None
+
     # -- reading ------------------------------------------------------------------------------------------------
 
     def read(self, limit: int) -> memoryview | None:

@@ -105,6 +105,17 @@ class BodyFrames(Sequence[bytes]):
 
     def _fragment(self, number: int) -> bytes:
         """Fragment `number`: the body's bytes from number * chunk_size, at most chunk_size of them."""
+        return b"".join(self.fragment_parts(number))
+
+    def frame_parts(self, index: int) -> list[bytes | memoryview]:
+        """Frame `index` (as `self[index]`) as the pieces it is the concatenation of, without joining them: the
+        fragment's own fields, then views of the extents. A transport that seals the pieces straight into its
+        buffer (`RecordSealer.seal_into`) copies a fragment's data once."""
+        if not 0 <= index < len(self):
+            raise IndexError("frame index out of range")
+        return [self._header] if index == 0 else self.fragment_parts(index - 1)
+
+    def fragment_parts(self, number: int) -> list[bytes | memoryview]:
         start = number * self._chunk
         end = min(start + self._chunk, self.total)
         index = bisect.bisect_right(self._starts, start) - 1
@@ -118,7 +129,7 @@ class BodyFrames(Sequence[bytes]):
             index += 1
         size = end - number * self._chunk
         inner_head = self._head + bytes([_DATA_TAG]) + encode_varint(size)
-        return b"".join([bytes([_FRAME_FRAGMENT_TAG]), encode_varint(len(inner_head) + size), inner_head, *pieces])
+        return [bytes([_FRAME_FRAGMENT_TAG]) + encode_varint(len(inner_head) + size) + inner_head, *pieces]
 
 
 def decode_fragment(frame: bytes | memoryview) -> tuple[int, int, memoryview] | None:

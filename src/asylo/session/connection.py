@@ -363,6 +363,19 @@ class Session:
         records = self._records
         return frame if records is None else records.sealer.seal(frame)
 
+    def seal_into(self, parts: Sequence[bytes | memoryview], out: memoryview) -> int:
+        """`seal` of the concatenation of `parts`, written into `out` (room: the parts, 16 bytes of tag and 15 the
+        cipher may use); the record's length. For a large body's fragments (`BodyFrames.frame_parts`)."""
+        self._sent += 1
+        records = self._records
+        if records is not None:
+            return records.sealer.seal_into(parts, out)
+        written = 0
+        for part in parts:
+            out[written:written + len(part)] = part
+            written += len(part)
+        return written
+
     # -- liveness ------------------------------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[bytes]:
