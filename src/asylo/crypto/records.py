@@ -16,7 +16,6 @@ never seal under one nonce), but records must reach the peer in the order they w
 from __future__ import annotations
 
 import threading
-
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
