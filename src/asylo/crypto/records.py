@@ -70,23 +70,12 @@ class RecordSealer(_RecordState):
 
     def seal(self, plaintext: bytes | bytearray | memoryview) -> bytes:
         """ciphertext || 16-byte tag for the next sequence number; the plaintext is not copied."""
-        with self._lock:
-            if self._dead:
-                raise RecordError("record sealer is closed after an earlier failure")
-            seq = self._seq
-            if seq >= MAX_RECORDS:
-                self._dead = True
-                raise RecordError(f"record sequence numbers exhausted after {MAX_RECORDS} records; start a new session")
-            self._seq = seq + 1
+        seq = self._take_sequence()
         nonce, aad = self._nonce_and_aad(seq)
         try:
             return self._aead.encrypt(nonce, plaintext, aad)
         except (OverflowError, TypeError, ValueError) as exc:
-            # The number is spent either way (never reuse a nonce); the peer will miss it, so end here too.
-            with self._lock:
-                self._dead = True
-            raise RecordError(f"cannot seal record {seq}: {exc}") from exc
-
+            raise self._failed(seq, exc) from exc
 
     def seal_into(self, parts: Sequence[bytes | bytearray | memoryview], out: memoryview) -> int:
         """The record of the concatenation of `parts`, written into `out`; its length. The same record as
@@ -96,14 +85,7 @@ class RecordSealer(_RecordState):
         size = sum(len(part) for part in parts)
         if len(out) < size + TAG_SIZE + 15:
             raise InvalidArgumentError(f"a {size}-byte record needs {size + TAG_SIZE + 15} bytes of room")
-        with self._lock:
-            if self._dead:
-                raise RecordError("record sealer is closed after an earlier failure")
-            seq = self._seq
-            if seq >= MAX_RECORDS:
-                self._dead = True
-                raise RecordError(f"record sequence numbers exhausted after {MAX_RECORDS} records; start a new session")
-            self._seq = seq + 1
+        seq = self._take_sequence()
         nonce, aad = self._nonce_and_aad(seq)
         try:
             encryptor = Cipher(self._key, modes.GCM(nonce)).encryptor()
@@ -114,10 +96,26 @@ class RecordSealer(_RecordState):
             encryptor.finalize()
             out[written:written + TAG_SIZE] = encryptor.tag
         except (OverflowError, TypeError, ValueError) as exc:
-            with self._lock:
-                self._dead = True
-            raise RecordError(f"cannot seal record {seq}: {exc}") from exc
+            raise self._failed(seq, exc) from exc
         return written + TAG_SIZE
+
+    def _take_sequence(self) -> int:
+        """The next record's number, spent from here on (never reuse a nonce)."""
+        with self._lock:
+            if self._dead:
+                raise RecordError("record sealer is closed after an earlier failure")
+            seq = self._seq
+            if seq >= MAX_RECORDS:
+                self._dead = True
+                raise RecordError(f"record sequence numbers exhausted after {MAX_RECORDS} records; start a new session")
+            self._seq = seq + 1
+            return seq
+
+    def _failed(self, seq: int, exc: Exception) -> RecordError:
+        # The number is spent either way (never reuse a nonce); the peer will miss it, so end here too.
+        with self._lock:
+            self._dead = True
+        return RecordError(f"cannot seal record {seq}: {exc}")
 
 
 class RecordOpener(_RecordState):

@@ -21,10 +21,10 @@ from concurrent.futures import Future
 
 import grpc
 
-from asylo.identity import EnclaveIdentity
 from asylo.primitives.matching import Call, Handler, HostThreads, Result
 from asylo.proto import enclave_pb2
 from asylo.remote import batching
+from asylo.remote.client_base import ProxiedEnclave
 from asylo.remote.credentials import ClientCredentials
 from asylo.remote.link import Outbox, SessionLink, keep_alive, write_fairly
 from asylo.remote.provision import ProvisionedProxy
@@ -51,14 +51,12 @@ _CLOSE_GRACE = 5.0
 _UNRESPONSIVE_GRACE = 1.0
 
 
-class RemoteEnclaveProxyClient:
+class RemoteEnclaveProxyClient(ProxiedEnclave):
     """One remote enclave, reached through its proxy. Create with `connect`."""
 
     def __init__(self, name: str, proxy: ProvisionedProxy, exit_handler: Handler, *, limits: SessionLimits,
                  handshake: HostHandshake | None = None) -> None:
-        self._name = name
-        self.proxy = proxy
-        self._target = proxy.target
+        super().__init__(name, proxy)
         self._limits = limits
         self._loop = asyncio.new_event_loop()
         self._io_thread = threading.Thread(target=self._loop.run_forever, name=f"asylo-remote-{name}", daemon=True)
@@ -70,10 +68,6 @@ class RemoteEnclaveProxyClient:
         self._call: grpc.aio.StreamStreamCall | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stream_ended = asyncio.Event()
-        self._measurement = b""
-        self._signer = b""
-        #: The enclave's identity as its platform's evidence proved it (None for an unattested session).
-        self.identity: EnclaveIdentity | None = None
         self._close_lock = threading.Lock()
         self._closed = False
 
@@ -122,7 +116,7 @@ class RemoteEnclaveProxyClient:
         except InvalidArgumentError as exc:
             raise InternalError(f"{context}: {exc.message}") from None
         welcomed = check_welcome(events, self._link.session, expected_measurement, context)
-        self.identity, self._measurement, self._signer = welcomed.identity, welcomed.measurement, welcomed.signer
+        self._welcomed(welcomed)
         self._tasks = [asyncio.create_task(self._read_loop(), name="asylo-remote-read"),
                        asyncio.create_task(self._write_loop(), name="asylo-remote-write"),
                        asyncio.create_task(keep_alive(self._link, self._unresponsive), name="asylo-remote-ping")]
@@ -189,26 +183,6 @@ class RemoteEnclaveProxyClient:
             self._call.cancel()
 
     # -- LoadedEnclave -------------------------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def measurement(self) -> bytes:
-        return self._measurement
-
-    @property
-    def signer(self) -> bytes:
-        return self._signer
-
-    @property
-    def closed(self) -> bool:
-        return self._host.closed
-
-    @property
-    def target(self) -> str:
-        return self._target
 
     def enter(self, selector: int, extents: Sequence[bytes]) -> list[bytes]:
         if threading.current_thread() is self._io_thread:

@@ -17,10 +17,10 @@ import threading
 import time
 from collections.abc import Sequence
 
-from asylo.identity import EnclaveIdentity
 from asylo.primitives.matching import Call, Handler, HostThreads, Result
 from asylo.proto import enclave_pb2
 from asylo.remote import direct_stream
+from asylo.remote.client_base import ProxiedEnclave
 from asylo.remote.credentials import ClientCredentials
 from asylo.remote.direct_link import TICK_PERIOD, DirectWriter, Keeper, ReadTurn
 from asylo.remote.link import SessionLink
@@ -45,14 +45,12 @@ _log = logging.getLogger(__name__)
 _CLOSE_GRACE = 5.0
 
 
-class DirectEnclaveProxyClient:
+class DirectEnclaveProxyClient(ProxiedEnclave):
     """One remote enclave, reached through its proxy over the direct stream. Create with `connect`."""
 
     def __init__(self, name: str, proxy: ProvisionedProxy, stream: direct_stream.RecordStream, session: Session,
                  exit_handler: Handler) -> None:
-        self._name = name
-        self.proxy = proxy
-        self._target = proxy.target
+        super().__init__(name, proxy)
         self._stream = stream
         self._session = session
         self._writer = DirectWriter(stream, session.seal, body_budget=session.limits.max_reassembly_bytes,
@@ -64,10 +62,6 @@ class DirectEnclaveProxyClient:
         self._keeper = Keeper(f"asylo-direct-{name}", self._writer, self._tick,
                               lambda: self._turn.read_available(stream.readable_now),
                               min(TICK_PERIOD, session.limits.ping_interval / 4))
-        self._measurement = b""
-        self._signer = b""
-        #: The enclave's identity as its platform's evidence proved it (None for an unattested session).
-        self.identity: EnclaveIdentity | None = None
         self._close_lock = threading.Lock()
         self._closed = False
 
@@ -105,7 +99,7 @@ class DirectEnclaveProxyClient:
         except InvalidArgumentError as exc:
             raise InternalError(f"{context}: {exc.message}") from None
         welcomed = check_welcome(events, self._session, expected_measurement, context)
-        self.identity, self._measurement, self._signer = welcomed.identity, welcomed.measurement, welcomed.signer
+        self._welcomed(welcomed)
         self._keeper.start()
 
     def _read_welcome(self, deadline: float, context: str) -> memoryview:
@@ -131,7 +125,8 @@ class DirectEnclaveProxyClient:
 
     def _read_one(self) -> None:
         """Read one record and hand its messages to their threads (the reading thread's part; see ReadTurn)."""
-        with self._writer.reading():
+        self._writer.set_reading(True)
+        try:
             try:
                 record = self._stream.read(self._session.largest_frame)
             except InvalidArgumentError as exc:
@@ -146,6 +141,8 @@ class DirectEnclaveProxyClient:
                 return
             # Unsealed frames are kept (a body's fragments) after the buffer is reused: a copy then, not for records.
             self._dispatch(self._link.receive_frame(record if self._session.encrypted else bytes(record)))
+        finally:
+            self._writer.set_reading(False)
 
     def _dispatch(self, events: Sequence[object]) -> None:
         for event in events:
@@ -191,26 +188,6 @@ class DirectEnclaveProxyClient:
             self._stream.shutdown()
 
     # -- LoadedEnclave -------------------------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def measurement(self) -> bytes:
-        return self._measurement
-
-    @property
-    def signer(self) -> bytes:
-        return self._signer
-
-    @property
-    def closed(self) -> bool:
-        return self._host.closed
-
-    @property
-    def target(self) -> str:
-        return self._target
 
     def enter(self, selector: int, extents: Sequence[bytes]) -> list[bytes]:
         if threading.current_thread() is self._keeper_thread():

@@ -24,12 +24,10 @@ full socket, whose readers each wait for the write lock, would never read again.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from asylo.primitives.matching import Inbox, InboxMessage, Nudge, closed_message
 from asylo.remote.direct_stream import HEADER_SIZE, RecordStream
@@ -74,14 +72,10 @@ class DirectWriter:
         #: Woken when frames are queued for the keeper.
         self.queued = threading.Event()
 
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
-        """Mark the current thread as the reader for the duration (see the module's rule)."""
-        self._reading.active = True
-        try:
-            yield
-        finally:
-            self._reading.active = False
+    def set_reading(self, active: bool) -> None:
+        """Mark the current thread as the reader (True) until it is unmarked (see the module's rule). Set and unset
+        around each read (in a try/finally), not a context manager: it is every call's path."""
+        self._reading.active = active
 
     def put(self, frames: Sequence[bytes], *, body: int = 0) -> None:
         if getattr(self._reading, "active", False):
@@ -236,11 +230,8 @@ class ReadTurn:
         """The `NextMessage` of the host's threads: this thread's next message, reading the stream when it is this
         thread's turn."""
         while True:
-            try:
-                message = inbox.get_nowait()
-            except queue.Empty:
-                pass
-            else:
+            if not inbox.empty():  # (no exception on the way: this is every call's path)
+                message = inbox.get()
                 if not isinstance(message, Nudge):
                     return message
                 continue  # a stale nudge (see _leave_queue): look again

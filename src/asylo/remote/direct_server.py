@@ -241,28 +241,35 @@ class DirectEnclaveProxyServer(RemoteEnclaveProxyServer):
     def _read_session(self, stream: direct_stream.RecordStream, session: Session, link: SessionLink,
                       hosted: HostedEnclave, activity: _Activity, writer: DirectWriter) -> Status:
         """Read and dispatch until the session ends; why it ended."""
-        with writer.reading():
-            while True:
-                try:
-                    record = stream.read(session.largest_frame)
-                except InvalidArgumentError as exc:
-                    ended = link.fail(f"a malformed record: {exc.message}", StatusCode.RESOURCE_EXHAUSTED)
-                    record = None
-                    events: list[object] = list(ended)
-                except EnclaveUnavailable as exc:
-                    return Status(StatusCode.UNAVAILABLE, f"the host went away: {exc.message}")
-                else:
-                    if record is None:
-                        return Status(StatusCode.UNAVAILABLE, "the host ended the stream")
-                    traffic = session.traffic_received
-                    events = list(link.receive_frame(record if session.encrypted else bytes(record)))
-                    if session.traffic_received != traffic:  # pings and pongs alone are no activity
-                        activity.touch()
-                end = self._dispatch(events, hosted, activity)
-                if end is not None:
-                    if end.goodbye is not None:
-                        link.send_raw([end.goodbye])
-                    return end.status
+        writer.set_reading(True)
+        try:
+            return self._read_until_end(stream, session, link, hosted, activity)
+        finally:
+            writer.set_reading(False)
+
+    def _read_until_end(self, stream: direct_stream.RecordStream, session: Session, link: SessionLink,
+                        hosted: HostedEnclave, activity: _Activity) -> Status:
+        while True:
+            try:
+                record = stream.read(session.largest_frame)
+            except InvalidArgumentError as exc:
+                ended = link.fail(f"a malformed record: {exc.message}", StatusCode.RESOURCE_EXHAUSTED)
+                record = None
+                events: list[object] = list(ended)
+            except EnclaveUnavailable as exc:
+                return Status(StatusCode.UNAVAILABLE, f"the host went away: {exc.message}")
+            else:
+                if record is None:
+                    return Status(StatusCode.UNAVAILABLE, "the host ended the stream")
+                traffic = session.traffic_received
+                events = list(link.receive_frame(record if session.encrypted else bytes(record)))
+                if session.traffic_received != traffic:  # pings and pongs alone are no activity
+                    activity.touch()
+            end = self._dispatch(events, hosted, activity)
+            if end is not None:
+                if end.goodbye is not None:
+                    link.send_raw([end.goodbye])
+                return end.status
 
     def _tick(self, link: SessionLink, activity: _Activity, now: float) -> bool:
         """The keeper's tick: pings, the host's ping deadline, the idle timeout. False once the session is over."""

@@ -211,34 +211,45 @@ async def write_fairly(outbox: Outbox, write: Callable[[bytes], Awaitable[None]]
         await writer.write_turns()
 
 
-class SessionLink:
-    def __init__(self, session: Session, outbox: FrameSink) -> None:
-        self.session = session
-        self._outbox = outbox
+class _OwnedLock:
+    """A lock refused (FailedPreconditionError) to the thread that holds it already.
+
+    That thread is in the middle of encoding or decoding, and the garbage collector can run a finalizer there (a
+    `__del__` in enclave or host code) which crosses the boundary: waiting for the lock it holds would hang the
+    session for good, and entering the session mid-operation would corrupt it. Reading `_owner` unlocked is safe:
+    only this thread can have set it to this thread's id. A class rather than a generator-based context manager:
+    it is taken twice per call on each side.
+    """
+
+    __slots__ = ("_lock", "_owner")
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._owner: int | None = None  # the thread holding the lock
-        #: Host threads that ended while the enclave side still had calls of theirs in progress.
-        self._gone_when_idle: set[int] = set()
+        self._owner: int | None = None
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """The lock, refused (FailedPreconditionError) to the thread that holds it already.
+    def __call__(self) -> _OwnedLock:
+        return self
 
-        That thread is in the middle of encoding or decoding, and the garbage collector can run a finalizer there
-        (a `__del__` in enclave or host code) which crosses the boundary: waiting for the lock it holds would hang
-        the session for good, and entering the session mid-operation would corrupt it. Reading `_owner` unlocked is
-        safe: only this thread can have set it to this thread's id.
-        """
+    def __enter__(self) -> None:
         me = threading.get_ident()
         if self._owner == me:
             raise FailedPreconditionError("a call across the enclave boundary from code that runs while this thread "
                                           "is sending or receiving (a finalizer run by the garbage collector?)")
-        with self._lock:
-            self._owner = me
-            try:
-                yield
-            finally:
-                self._owner = None
+        self._lock.acquire()
+        self._owner = me
+
+    def __exit__(self, *_: object) -> None:
+        self._owner = None
+        self._lock.release()
+
+
+class SessionLink:
+    def __init__(self, session: Session, outbox: FrameSink) -> None:
+        self.session = session
+        self._outbox = outbox
+        self._locked = _OwnedLock()
+        #: Host threads that ended while the enclave side still had calls of theirs in progress.
+        self._gone_when_idle: set[int] = set()
 
     def send(self, message: Message) -> None:
         """Encode and queue a message (the `send` of HostThreads and EnclaveThreads)."""
