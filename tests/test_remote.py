@@ -78,7 +78,7 @@ def test_a_large_call_the_host_cannot_build_fails_the_session_without_a_hang(
         raise MemoryError("test: no memory for a fragment")
 
     # Bodies over 8 MiB are built fragment by fragment by the host's writer, on its I/O loop.
-    monkeypatch.setattr(BodyFrames, "_fragment", out_of_memory)
+    monkeypatch.setattr(BodyFrames, "fragment_parts", out_of_memory)
     began = time.monotonic()
     with pytest.raises(asylo.EnclaveUnavailable, match=r"writing (to its proxy )?failed"):
         client.call("echo", b"x" * (9 * MiB))

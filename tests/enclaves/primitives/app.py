@@ -157,5 +157,5 @@ class PrimitivesTestEnclave(TrustedApplication):
         def out_of_memory(*_: object) -> bytes:
             raise MemoryError("test: no memory for a fragment")
 
-        BodyFrames._fragment = out_of_memory  # type: ignore[method-assign]
+        BodyFrames.fragment_parts = out_of_memory  # type: ignore[method-assign,assignment]
         return b"broken"
