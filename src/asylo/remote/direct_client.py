@@ -152,13 +152,14 @@ class DirectEnclaveProxyClient(ProxiedEnclave):
                 except AsyloError as exc:
                     status = Status(StatusCode.INTERNAL, f"protocol violation: {exc.message}")
                     self._link.goodbye(status)
-                    self._end(status.message)
+                    # Not cut: the goodbye saying why is queued (this thread reads), and the keeper writes it.
+                    self._end(status.message, cut=False)
                     return
             elif isinstance(event, SessionEnded):
                 if event.goodbye is not None:
                     self._link.send_raw([event.goodbye])
                 self._end("the enclave's proxy said goodbye" if event.by_peer and event.status.ok
-                          else str(event.status))
+                          else str(event.status), cut=event.goodbye is None)
                 return
 
     def _tick(self, now: float) -> bool:
