@@ -313,6 +313,34 @@ def test_concurrent_large_calls_stay_within_the_reassembly_budget(load_primitive
     assert client.call("echo", b"still open") == b"still open"
 
 
+def test_large_bodies_both_ways_at_once_with_small_calls_between_do_not_deadlock(load_primitives: Load) -> None:
+    """Four threads echo 12 MiB each at once (bodies filling both sockets in both directions, the pings going on)
+    while a fifth makes small calls: everything completes. On the direct stream this is the rule that a thread
+    holding the turn to read never waits to write; without it two peers writing into full sockets stop for good."""
+    client = load_primitives()
+    stop = threading.Event()
+    small: list[bool] = []
+
+    def echo(index: int) -> bool:
+        payload = bytes([index]) * (12 * MiB)
+        return client.enter(300, [payload])[0] == payload[::-1]
+
+    def small_calls() -> None:
+        while not stop.is_set():
+            small.append(client.call("echo", b"small") == b"small")
+
+    chatter = threading.Thread(target=small_calls)
+    chatter.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(echo, range(4), timeout=120))
+    finally:
+        stop.set()
+        chatter.join(30)
+    assert results == [True] * 4
+    assert small and all(small)
+
+
 def start_long_call(client: asylo.EnclaveClient) -> tuple[threading.Thread, list[BaseException]]:
     """A call that sleeps a minute in the enclave, on a thread of its own; what it raises lands in the list."""
     errors: list[BaseException] = []
@@ -344,9 +372,13 @@ def test_proxy_killed_mid_call(manager: asylo.EnclaveManager, load_primitives: L
     manager.destroy_enclave(client)  # reaps the dead proxy; the autouse fixture checks no child is left
 
 
-def test_stopped_proxy_is_noticed_by_keepalive(manager: asylo.EnclaveManager, load_primitives: Load) -> None:
+def test_stopped_proxy_is_noticed_by_keepalive(manager: asylo.EnclaveManager, load_primitives: Load,
+                                               transport: str) -> None:
     """A proxy that stops answering without closing its socket (SIGSTOP: a hung machine, a cut cable) turns the
-    waiting call into EnclaveUnavailable within seconds, through keepalive pings."""
+    waiting call into EnclaveUnavailable within seconds, through gRPC's keepalive pings (or the session's own:
+    test_liveness freezes a proxy over both transports, with tighter bounds)."""
+    if transport != "grpc":
+        pytest.skip("gRPC's keepalive; the session's pings are test_liveness's frozen-proxy test, on both transports")
     client = load_primitives()
     caller, errors = start_long_call(client)
     pid = proxy_pid(client)
