@@ -14,7 +14,7 @@ import pytest
 import asylo
 from asylo.primitives.matching import Call, Inbox, Result
 from asylo.remote import direct_stream
-from asylo.remote.direct_link import ReadTurn
+from asylo.remote.direct_link import DirectWriter, ReadTurn
 from asylo.remote.direct_stream import RecordStream, parse_address
 from asylo.status import Status
 
@@ -169,3 +169,20 @@ def test_a_thread_waiting_when_the_stream_ends_is_told() -> None:
     message = turn.next_message(queue.SimpleQueue())
     with pytest.raises(asylo.EnclaveUnavailable, match="the stream is over"):
         message.status.raise_for_status()  # type: ignore[union-attr]
+
+
+def test_an_interrupt_while_writing_a_record_ends_the_session_cleanly(pair: tuple[RecordStream, socket.socket]) -> None:
+    """Ctrl-C while a record is being sealed or sent (its number spent, or part of it on the wire): the writer ends
+    the session at once, saying why, rather than leaving the peer an unreadable stream."""
+    stream, _ = pair
+    broken: list[str] = []
+
+    def interrupted_seal(frame: bytes) -> bytes:
+        raise KeyboardInterrupt
+
+    writer = DirectWriter(stream, interrupted_seal, body_budget=1 << 20, on_broken=broken.append)
+    with pytest.raises(KeyboardInterrupt):
+        writer.put([b"a frame"])
+    assert broken == ["interrupted while writing a record"]
+    with pytest.raises(asylo.EnclaveUnavailable, match="interrupted while writing a record"):
+        writer.put([b"the next"])

@@ -108,6 +108,12 @@ class DirectWriter:
             # A fragment that could not be made (MemoryError): frames are lost, so the session cannot go on.
             self._break(f"a frame could not be made: {exc!r}")
             raise EnclaveUnavailable(f"writing failed: a frame could not be made: {exc!r}") from None
+        except BaseException:
+            # Interrupted (Ctrl-C on the thread that writes) between a body's frames: the peer would hold the
+            # half-sent body for the rest of the session. (Inside a record, `_write` has ended the session already.)
+            if len(frames) > 1:
+                self._break("interrupted in the middle of sending a message")
+            raise
         finally:
             if body:
                 self._release(body)
@@ -175,6 +181,9 @@ class DirectWriter:
         except EnclaveUnavailable as exc:
             self._break(exc.message)
             raise
+        except BaseException:
+            self._break_interrupted()
+            raise
 
     def _write(self, frame: bytes) -> None:
         try:
@@ -182,6 +191,15 @@ class DirectWriter:
         except EnclaveUnavailable as exc:
             self._break(exc.message)
             raise
+        except BaseException:
+            self._break_interrupted()
+            raise
+
+    def _break_interrupted(self) -> None:
+        """Interrupted (Ctrl-C) while sealing or sending a record: its number is spent, or part of it is on the
+        wire, so the stream can no longer be read as records. Ended here, cleanly, rather than failing later as an
+        unreadable record."""
+        self._break("interrupted while writing a record")
 
     # -- state ---------------------------------------------------------------------------------------------------
 
