@@ -175,31 +175,25 @@ class DirectWriter:
         room = HEADER_SIZE + size + _SEAL_ROOM
         if self._out is None or len(self._out) < room:
             self._out = bytearray(room)
-        try:
-            length = self._seal_into(parts, memoryview(self._out)[HEADER_SIZE:])
-            self._stream.write_framed(self._out, length)
-        except EnclaveUnavailable as exc:
-            self._break(exc.message)
-            raise
-        except BaseException:
-            self._break_interrupted()
-            raise
+        out, seal_into = self._out, self._seal_into
+        self._send_record(lambda: self._stream.write_framed(out, seal_into(parts, memoryview(out)[HEADER_SIZE:])))
 
     def _write(self, frame: bytes) -> None:
+        # Sealed here, under the lock: records must go out in the order they are sealed.
+        self._send_record(lambda: self._stream.write(self._seal(frame)))
+
+    def _send_record(self, seal_and_send: Callable[[], None]) -> None:
+        """Seal and send one record; any failure ends the session. A broken stream says why; an interrupt (Ctrl-C)
+        has spent the record's number or put part of it on the wire, so the stream can no longer be read as
+        records: ended here, cleanly, rather than failing later as an unreadable record."""
         try:
-            self._stream.write(self._seal(frame))  # sealed here: records must go out in the order they are sealed
+            seal_and_send()
         except EnclaveUnavailable as exc:
             self._break(exc.message)
             raise
         except BaseException:
-            self._break_interrupted()
+            self._break("interrupted while writing a record")
             raise
-
-    def _break_interrupted(self) -> None:
-        """Interrupted (Ctrl-C) while sealing or sending a record: its number is spent, or part of it is on the
-        wire, so the stream can no longer be read as records. Ended here, cleanly, rather than failing later as an
-        unreadable record."""
-        self._break("interrupted while writing a record")
 
     # -- state ---------------------------------------------------------------------------------------------------
 
