@@ -9,8 +9,6 @@ synchronous API over grpc.aio can at best offer its callers.
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 import threading
 import time
 from collections.abc import Coroutine
@@ -18,14 +16,12 @@ from typing import Any, TypeVar
 
 import grpc
 
+from asylo.bench.echo_process import EchoServerProcess
 from asylo.bench.gang import Gang
 from asylo.bench.raw_service import COLLECT_METHOD, ECHO_METHOD, READY_PREFIX
-from asylo.remote.child_process import ListeningChild
 from asylo.remote.service import channel_options
 from asylo.session import SessionLimits
 from asylo.status import EnclaveUnavailable
-
-_log = logging.getLogger("asylo.bench.raw_server")
 
 _T = TypeVar("_T")
 
@@ -38,25 +34,11 @@ def chunks(payload: bytes) -> list[bytes]:
     return [bytes(view[i:i + CHUNK]) for i in range(0, len(payload), CHUNK)] or [b""]
 
 
-class RawServerProcess:
+class RawServerProcess(EchoServerProcess):
     """`python -m asylo.bench.raw_server` as a child: started, asked for its port, and always reaped."""
 
     def __init__(self, startup_timeout: float = 30.0) -> None:
-        self._child = ListeningChild([sys.executable, "-m", "asylo.bench.raw_server"], ready_prefix=READY_PREFIX,
-                                     what="the raw echo server", log=_log)
-        try:
-            self.port = self._child.start(b"", startup_timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        """Close its standard input (it exits), kill it if it lingers; reap it."""
-        self._child.release(grace=5.0)
+        super().__init__("asylo.bench.raw_server", READY_PREFIX, "the raw echo server", startup_timeout)
 
 
 class RawEchoClient:

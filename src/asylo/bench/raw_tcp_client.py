@@ -8,12 +8,11 @@ then back down. Nothing but `sendall` and `recv_into` runs between the timestamp
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
-import sys
 import time
 from collections.abc import Iterator
 
+from asylo.bench.echo_process import EchoServerProcess
 from asylo.bench.gang import Gang
 from asylo.bench.raw_tcp_wire import (
     COLLECT_MODE,
@@ -26,38 +25,17 @@ from asylo.bench.raw_tcp_wire import (
     MiB,
     message,
 )
-from asylo.remote.child_process import ListeningChild
 from asylo.status import EnclaveUnavailable
-
-_log = logging.getLogger("asylo.bench.raw_tcp_server")
 
 #: Size of the bulk transfer's messages: the project's frame size, as for the gRPC baseline.
 CHUNK = MiB
 
 
-class RawTcpServerProcess:
+class RawTcpServerProcess(EchoServerProcess):
     """`python -m asylo.bench.raw_tcp_server` as a child: started, asked for its port, and always reaped."""
 
     def __init__(self, startup_timeout: float = 30.0) -> None:
-        self._child = ListeningChild([sys.executable, "-m", "asylo.bench.raw_tcp_server"],
-                                     ready_prefix=READY_PREFIX, what="the raw TCP echo server", log=_log)
-        try:
-            self.port = self._child.start(b"", startup_timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    @property
-    def pid(self) -> int:
-        return self._child.pid
-
-    def poll(self) -> int | None:
-        """Its exit code if it has exited (reaping it), else None; never blocks."""
-        return self._child.poll()
-
-    def stop(self) -> None:
-        """Close its standard input (it exits), kill it if it lingers; reap it."""
-        self._child.release(grace=5.0)
+        super().__init__("asylo.bench.raw_tcp_server", READY_PREFIX, "the raw TCP echo server", startup_timeout)
 
 
 @contextlib.contextmanager
