@@ -117,15 +117,22 @@ class FaultRelay:
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
-    def _record_fault(self, record: bytes, size: int) -> bytes:
+    def _claim(self, size: int) -> str | None:
+        """The armed fault's mode if a message of `size` bytes is the one it waits for (disarming it), else None."""
         with self._lock:
             matches, mode = self._matches, self._mode
             if matches is None or not matches(size):
-                return record
+                return None
             self._matches = None
             self.acted_on = size
             self.acted_at = time.monotonic()
             self.acted.set()
+            return mode
+
+    def _record_fault(self, record: bytes, size: int) -> bytes:
+        mode = self._claim(size)
+        if mode is None:
+            return record
         if mode == "drop":
             return b""
         return (size ^ (1 << 16)).to_bytes(4, "big") + record[4:]
@@ -156,14 +163,9 @@ class FaultRelay:
         return frame
 
     def _fault(self, frame: bytes, payload: bytes, pos: int, size: int) -> bytes | None:
-        with self._lock:
-            matches, mode = self._matches, self._mode
-            if matches is None or not matches(size):
-                return None
-            self._matches = None
-            self.acted_on = size
-            self.acted_at = time.monotonic()
-            self.acted.set()
+        mode = self._claim(size)
+        if mode is None:
+            return None
         header = bytearray(frame[:_HEADER])
         if mode == "flip":
             body = bytearray(payload)
